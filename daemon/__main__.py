@@ -1,0 +1,5 @@
+"""`python -m daemon` is `frontline`."""
+
+from daemon.cli import main
+
+main()

@@ -1,0 +1,263 @@
+"""StateStore on SQLite: device twins and the dead-letter table."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from daemon.adapters.sqlite_db import SqliteDb
+from daemon.ports import DeadLetter
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS twins (
+    device TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    device TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_ms);
+CREATE TABLE IF NOT EXISTS alerts (
+    key TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    device TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    from_phase TEXT NOT NULL,
+    to_phase TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_events_key ON alert_events (key, id);
+CREATE TABLE IF NOT EXISTS remediations (
+    key TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tickets (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tickets_key ON tickets (key);
+CREATE TABLE IF NOT EXISTS ticket_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"""
+
+
+class SqliteStateStore:
+    def __init__(self, path: Path) -> None:
+        self._db = SqliteDb(path, SCHEMA, "state-db")
+        self.url = self._db.url
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def save_twins(self, twins: Sequence[dict[str, Any]]) -> None:
+        rows = [(twin["id"], orjson.dumps(twin)) for twin in twins]
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR REPLACE INTO twins (device, data) VALUES (?, ?)", rows)
+
+        if rows:
+            await self._db.call(self._db.transaction(upsert))
+
+    async def load_twins(self) -> list[dict[str, Any]]:
+        def select() -> list[dict[str, Any]]:
+            rows = self._db.conn.execute("SELECT data FROM twins ORDER BY device").fetchall()
+            return [orjson.loads(row[0]) for row in rows]
+
+        return await self._db.call(select)
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        rows = [
+            (x.received_ms, x.topic, x.device, x.reason, x.detail, x.payload, x.size)
+            for x in letters
+        ]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO dead_letters"
+                " (received_ms, topic, device, reason, detail, payload, size)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        if rows:
+            await self._db.call(self._db.transaction(insert))
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def select() -> list[DeadLetter]:
+            rows = self._db.conn.execute(
+                "SELECT received_ms, topic, device, reason, detail, payload, size"
+                " FROM dead_letters ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [DeadLetter(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6]) for r in rows]
+
+        return await self._db.call(select)
+
+    async def delete_dead_letters_before(self, ts_ms: int) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM dead_letters WHERE received_ms < ?", (ts_ms,)).rowcount
+
+        return await self._db.call(self._db.transaction(delete))
+
+    async def save_alerts(
+        self, updates: Mapping[str, bytes | None], events: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Store changed alert states (None deletes) and their transition events atomically."""
+        upserts = [(key, data) for key, data in updates.items() if data is not None]
+        deletes = [(key,) for key, data in updates.items() if data is None]
+        rows = [
+            (e["at_ms"], e["key"], e["device"], e["alert"], e["from_phase"], e["to_phase"],
+             orjson.dumps(e))
+            for e in events
+        ]  # fmt: skip
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR REPLACE INTO alerts (key, data) VALUES (?, ?)", upserts)
+            conn.executemany("DELETE FROM alerts WHERE key = ?", deletes)
+            conn.executemany(
+                "INSERT INTO alert_events (at_ms, key, device, alert, from_phase, to_phase, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        if upserts or deletes or rows:
+            await self._db.call(self._db.transaction(write))
+
+    async def load_alerts(self) -> list[bytes]:
+        def select() -> list[bytes]:
+            rows = self._db.conn.execute("SELECT data FROM alerts ORDER BY key").fetchall()
+            return [bytes(row[0]) for row in rows]
+
+        return await self._db.call(select)
+
+    async def alert_events(
+        self, limit: int = 100, device: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the newest transition events first (optionally of one device)."""
+
+        def select() -> list[dict[str, Any]]:
+            if device is None:
+                query, args = "SELECT data FROM alert_events ORDER BY id DESC LIMIT ?", (limit,)
+            else:
+                query = "SELECT data FROM alert_events WHERE device = ? ORDER BY id DESC LIMIT ?"
+                args = (device, limit)  # type: ignore[assignment]
+            return [orjson.loads(row[0]) for row in self._db.conn.execute(query, args)]
+
+        return await self._db.call(select)
+
+    async def get_value(self, key: str) -> bytes | None:
+        def select() -> bytes | None:
+            row = self._db.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._db.call(select)
+
+    async def set_value(self, key: str, value: bytes) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+        await self._db.call(self._db.transaction(write))
+
+    async def save_actions(
+        self,
+        remediations: Mapping[str, bytes | None],
+        tickets: Sequence[tuple[str, str, str, int, bytes]],
+        ticket_events: Sequence[tuple[str, int, bytes]],
+        notices: Sequence[tuple[str, int, bytes]],
+    ) -> None:
+        """Persist remediation states, tickets, their events and notices in one transaction."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO remediations (key, data) VALUES (?, ?)",
+                [(k, v) for k, v in remediations.items() if v is not None],
+            )
+            conn.executemany(
+                "DELETE FROM remediations WHERE key = ?",
+                [(k,) for k, v in remediations.items() if v is None],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO tickets (id, key, status, created_ms, data)"
+                " VALUES (?, ?, ?, ?, ?)",
+                tickets,
+            )
+            conn.executemany(
+                "INSERT INTO ticket_events (ticket_id, at_ms, data) VALUES (?, ?, ?)",
+                ticket_events,
+            )
+            conn.executemany("INSERT INTO notices (device, at_ms, data) VALUES (?, ?, ?)", notices)
+
+        if remediations or tickets or ticket_events or notices:
+            await self._db.call(self._db.transaction(write))
+
+    async def load_remediations(self) -> list[bytes]:
+        return await self._db.call(
+            lambda: [bytes(r[0]) for r in self._db.conn.execute("SELECT data FROM remediations")]
+        )
+
+    async def load_tickets(self, open_only: bool = False) -> list[bytes]:
+        query = "SELECT data FROM tickets"
+        if open_only:
+            query += " WHERE status != 'resolved'"
+        query += " ORDER BY created_ms"
+        return await self._db.call(lambda: [bytes(r[0]) for r in self._db.conn.execute(query)])
+
+    async def ticket_events(self, ticket_id: str) -> list[dict[str, Any]]:
+        def select() -> list[dict[str, Any]]:
+            rows = self._db.conn.execute(
+                "SELECT data FROM ticket_events WHERE ticket_id = ? ORDER BY id", (ticket_id,)
+            )
+            return [orjson.loads(row[0]) for row in rows]
+
+        return await self._db.call(select)
+
+    async def notices(self, device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        def select() -> list[dict[str, Any]]:
+            if device is None:
+                rows = self._db.conn.execute(
+                    "SELECT data FROM notices ORDER BY id DESC LIMIT ?", (limit,)
+                )
+            else:
+                rows = self._db.conn.execute(
+                    "SELECT data FROM notices WHERE device = ? ORDER BY id DESC LIMIT ?",
+                    (device, limit),
+                )
+            return [orjson.loads(row[0]) for row in rows]
+
+        return await self._db.call(select)

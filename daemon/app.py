@@ -1,0 +1,211 @@
+"""Composition root: builds every adapter from the settings and runs them in one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from daemon.actions import ActionService
+from daemon.adapters.http_api import HttpApi
+from daemon.adapters.mqtt_ingest import MqttIngest
+from daemon.adapters.outbox_sqlite import SqliteOutbox
+from daemon.adapters.state_sqlite import SqliteStateStore
+from daemon.adapters.store_sqlite import SqliteSeriesStore
+from daemon.adapters.webhook import WebhookSink
+from daemon.config import Settings
+from daemon.core.alerts import Phase
+from daemon.core.engine import Watch
+from daemon.core.payloads import Limits
+from daemon.core.twin import DeviceTwin, Twins
+from daemon.core.windows import SeriesWindows
+from daemon.metrics import Metrics
+from daemon.pipeline import IngestPipeline
+from daemon.ports import SeriesStore, StateStore
+from daemon.rules import RuleService
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_S = 600.0
+
+
+def build_series_store(settings: Settings) -> SeriesStore:
+    return SqliteSeriesStore(settings.data_dir / "series.db")
+
+
+def build_state_store(settings: Settings) -> StateStore:
+    return SqliteStateStore(settings.data_dir / "state.db")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class App:
+    """The daemon. `run()` returns when stopped by `stop()` or a signal, after a clean shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._stop = asyncio.Event()
+        self.http: HttpApi | None = None
+        self.rules: RuleService | None = None
+        self.actions: ActionService | None = None
+        self.webhook: WebhookSink | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.twins: Twins | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        started = time.monotonic()
+        series, state = build_series_store(s), build_state_store(s)
+        await series.open()
+        await state.open()
+        try:
+            twins = Twins(DeviceTwin.from_dict(data) for data in await state.load_twins())
+            self.twins = twins
+            limits = Limits(
+                max_payload_bytes=s.ingest.max_payload_bytes, max_batch=s.ingest.max_batch
+            )
+            ingest = MqttIngest(s.mqtt, limits)
+            windows = SeriesWindows()
+            grace_ms = int(s.rules.outage_grace * 1000)
+
+            def watch() -> Watch:
+                return Watch(ingest.connected, ingest.connected_at_ms, grace_ms)
+
+            timeout = s.devices.inactivity_timeout
+            self.rules = RuleService(
+                s.rules, state, series, twins, windows, watch, self.metrics, timeout
+            )
+            await self.rules.start()
+            outbox = SqliteOutbox(s.data_dir / "outbox.db")
+            await outbox.open()
+            self._closers.append(outbox.close)
+            self.webhook = WebhookSink(s.webhook, outbox, self.metrics.registry)
+            self.actions = ActionService(
+                s.actions, self.rules, twins, series, state, ingest, self.metrics, timeout,
+                sink=self.webhook if s.webhook.enabled else None,
+                topic_prefix=s.mqtt.topic_prefix,
+            )  # fmt: skip
+            await self.actions.start()
+            if s.actions.enabled:
+                self.rules.listeners.append(self.actions.on_transitions)
+            pipeline = IngestPipeline(
+                ingest, series, state, twins, self.metrics, s.store.batch_points,
+                on_points=windows.add_many,
+                on_reply=self.actions.on_reply if s.actions.enabled else None,
+            )  # fmt: skip
+            rules = self.rules
+            self.metrics.bind(
+                queue_depth=lambda: ingest.depth,
+                devices_online=lambda: twins.online_count(now_ms(), timeout),
+                devices_known=lambda: len(twins),
+                mqtt_connected=lambda: float(ingest.connected),
+            )
+            for phase in (Phase.PENDING, Phase.FIRING, Phase.RESOLVED):
+                self.metrics.alerts_active.labels(phase.value).set_function(
+                    functools.partial(rules.count, phase)
+                )
+            await self._serve(ingest, pipeline, series, state)
+        finally:
+            for close in reversed(self._closers):
+                await close()
+            await series.close()
+            await state.close()
+        log.info(
+            "frontline stopped after %.1fs: %d points stored, %d messages rejected, "
+            "%d devices known (%d online)",
+            time.monotonic() - started,
+            pipeline.stored_points,
+            pipeline.rejected,
+            len(twins),
+            twins.online_count(now_ms(), s.devices.inactivity_timeout),
+        )
+
+    async def _serve(
+        self, ingest: MqttIngest, pipeline: IngestPipeline, series: SeriesStore, state: StateStore
+    ) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self._stop.set)
+        rules = self.rules
+        assert rules is not None
+        async with asyncio.TaskGroup() as tg:
+            ingest.start()
+            drain = tg.create_task(pipeline.run(), name="ingest-pipeline")
+            helpers = [
+                tg.create_task(self._twin_flush_loop(pipeline), name="twin-flush"),
+                tg.create_task(self._maintenance_loop(series, state), name="maintenance"),
+                tg.create_task(rules.run(), name="rules"),
+            ]
+            if s.rules.watch:
+                helpers.append(tg.create_task(rules.watch_files(), name="rule-files"))
+            helpers.append(tg.create_task(rules.run_schedules(), name="rule-schedules"))
+            if self.actions is not None and s.actions.enabled:
+                helpers.append(tg.create_task(self.actions.run(), name="actions"))
+            if self.webhook is not None and s.webhook.enabled:
+                helpers.append(tg.create_task(self.webhook.run(), name="webhook"))
+
+            async def reload_on_signal() -> None:
+                await rules.reload("SIGHUP")
+
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(
+                    signal.SIGHUP,
+                    lambda: helpers.append(tg.create_task(reload_on_signal(), name="rule-reload")),
+                )
+            if s.http.enabled:
+                self.http = HttpApi(
+                    s.http,
+                    self.metrics,
+                    lambda: {"broker": ingest.connected, "store": pipeline.store_healthy},
+                    rules,
+                    self.actions,
+                    self.twins,
+                    s.devices.inactivity_timeout,
+                )
+                helpers.append(tg.create_task(self.http.run(), name="http"))
+            await self._stop.wait()
+            log.info("stopping: intake closed, draining")
+            ingest.stop_intake()
+            try:
+                await asyncio.wait_for(asyncio.shield(drain), s.ingest.drain_timeout)
+            except TimeoutError:
+                log.warning(
+                    "drain did not finish in %.0fs; the broker keeps the rest",
+                    s.ingest.drain_timeout,
+                )
+                drain.cancel()
+            await ingest.close()
+            if self.webhook is not None and s.webhook.enabled:
+                await self.webhook.flush(2.0)  # what is left stays in the outbox for next time
+            for task in helpers:
+                task.cancel()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+
+    async def _twin_flush_loop(self, pipeline: IngestPipeline) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await pipeline.flush_twins()
+
+    async def _maintenance_loop(self, series: SeriesStore, state: StateStore) -> None:
+        s = self.settings
+        while True:
+            now = now_ms()
+            deleted = await series.delete_before(now - int(s.store.retention * 1000))
+            await state.delete_dead_letters_before(now - int(s.ingest.dead_letter_retention * 1000))
+            if deleted:
+                log.info("retention removed %d points older than %ss", deleted, s.store.retention)
+            await asyncio.sleep(MAINTENANCE_S)

@@ -1,0 +1,137 @@
+"""The live twin of every device: latest values, attributes, meta, status and liveness.
+
+Pure: every update and every question takes the time as an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.core.messages import Message, Meta, Status, Telemetry
+
+
+@dataclass(slots=True)
+class DeviceTwin:
+    id: str
+    first_seen_ms: int
+    metrics: dict[str, tuple[int, float]] = field(default_factory=dict)
+    attributes: dict[str, tuple[int, str]] = field(default_factory=dict)
+    meta: dict[str, object] = field(default_factory=dict)
+    status: str | None = None
+    status_ms: int | None = None
+    last_seen_ms: int | None = None
+
+    def inactivity_timeout(self, default_s: float) -> float:
+        """Seconds of silence after which the device counts as offline (meta can override)."""
+        raw = self.meta.get("inactivity_timeout")
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0:
+            return float(raw)
+        return default_s
+
+    def online(self, now_ms: int, default_timeout_s: float) -> bool:
+        """Return whether the device is online at `now_ms`.
+
+        An `offline` status (the device's LWT) newer than its last message wins; otherwise the
+        device is online while it was heard from within its inactivity timeout. A device only
+        known from a retained `online` status counts as online until a timeout can be measured.
+        """
+        if self.status == "offline" and (
+            self.last_seen_ms is None or (self.status_ms or 0) >= self.last_seen_ms
+        ):
+            return False
+        if self.last_seen_ms is None:
+            return self.status == "online"
+        silence_ms = now_ms - self.last_seen_ms
+        return silence_ms <= self.inactivity_timeout(default_timeout_s) * 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "first_seen_ms": self.first_seen_ms,
+            "metrics": {k: list(v) for k, v in self.metrics.items()},
+            "attributes": {k: list(v) for k, v in self.attributes.items()},
+            "meta": self.meta,
+            "status": self.status,
+            "status_ms": self.status_ms,
+            "last_seen_ms": self.last_seen_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceTwin:
+        return cls(
+            id=data["id"],
+            first_seen_ms=data["first_seen_ms"],
+            metrics={k: (int(v[0]), float(v[1])) for k, v in data["metrics"].items()},
+            attributes={k: (int(v[0]), str(v[1])) for k, v in data["attributes"].items()},
+            meta=dict(data["meta"]),
+            status=data["status"],
+            status_ms=data["status_ms"],
+            last_seen_ms=data["last_seen_ms"],
+        )
+
+
+class Twins:
+    """All device twins, with a record of which changed since they were last persisted."""
+
+    def __init__(self, twins: Iterable[DeviceTwin] = ()) -> None:
+        self._twins: dict[str, DeviceTwin] = {twin.id: twin for twin in twins}
+        self._dirty: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._twins)
+
+    def __iter__(self) -> Iterator[DeviceTwin]:
+        return iter(self._twins.values())
+
+    def get(self, device: str) -> DeviceTwin | None:
+        return self._twins.get(device)
+
+    def _twin(self, device: str, now_ms: int) -> DeviceTwin:
+        twin = self._twins.get(device)
+        if twin is None:
+            twin = self._twins[device] = DeviceTwin(device, first_seen_ms=now_ms)
+        self._dirty.add(device)
+        return twin
+
+    def apply(self, message: Message, received_ms: int, retained: bool = False) -> None:
+        """Fold one accepted message into its device's twin.
+
+        A retained message is replayed by the broker on every (re)subscription, so it tells the
+        state but not that the device was heard from now.
+        """
+        if isinstance(message, Telemetry):
+            twin = self._twin(message.device, received_ms)
+            for sample in message.samples:
+                for name, value in sample.metrics.items():
+                    known = twin.metrics.get(name)
+                    if known is None or sample.ts_ms >= known[0]:
+                        twin.metrics[name] = (sample.ts_ms, value)
+                for name, text in sample.attributes.items():
+                    seen = twin.attributes.get(name)
+                    if seen is None or sample.ts_ms >= seen[0]:
+                        twin.attributes[name] = (sample.ts_ms, text)
+            twin.last_seen_ms = max(twin.last_seen_ms or 0, received_ms)
+        elif isinstance(message, Status):
+            twin = self._twin(message.device, received_ms)
+            if not (retained and message.status == twin.status and twin.status_ms is not None):
+                # A replayed retained status that we already knew keeps its original time.
+                twin.status_ms = received_ms
+            twin.status = message.status
+            if message.status == "online" and not retained:
+                twin.last_seen_ms = max(twin.last_seen_ms or 0, received_ms)
+        elif isinstance(message, Meta):
+            self._twin(message.device, received_ms).meta = message.meta
+
+    def online_count(self, now_ms: int, default_timeout_s: float) -> int:
+        return sum(1 for twin in self._twins.values() if twin.online(now_ms, default_timeout_s))
+
+    def mark_dirty(self, devices: Iterable[str]) -> None:
+        """Mark twins as changed again (their save did not complete)."""
+        self._dirty.update(d for d in devices if d in self._twins)
+
+    def take_dirty(self) -> list[DeviceTwin]:
+        """Return the twins changed since the last call, and forget that they changed."""
+        dirty, self._dirty = self._dirty, set()
+        return [self._twins[device] for device in sorted(dirty)]

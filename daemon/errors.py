@@ -1,0 +1,51 @@
+"""Frontline's error types: few, each meaningful, carrying what went wrong as attributes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FrontlineError(Exception):
+    """Base of every error Frontline raises on purpose."""
+
+
+class PayloadRejected(FrontlineError):
+    """An MQTT message that cannot be accepted; `reason` is a short stable label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a configuration source: which key, what is wrong, where it came from."""
+
+    key: str
+    message: str
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.key}: {self.message}"
+
+
+class ConfigInvalid(FrontlineError):
+    """The configuration (file or environment) does not validate; lists every problem."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        self.problems = problems
+
+
+class StoreUnavailable(FrontlineError):
+    """The series or state store cannot be reached or written."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"store {url} unavailable: {detail}")
+        self.url = url
+        self.detail = detail
+
+
+class BrokerUnavailable(FrontlineError):
+    """The MQTT broker cannot be started or reached."""

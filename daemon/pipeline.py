@@ -1,0 +1,156 @@
+"""Ingest pipeline: MQTT batches -> device twins, series store, dead letters -> acknowledgement.
+
+One task consumes batches in order, so acknowledgements reach the broker in receive order and only
+after the data they cover is durable. A store outage stops acknowledgements (the broker holds the
+messages) and is retried with backoff; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from daemon.core.backoff import backoff_delay
+from daemon.core.messages import Meta, Rejected, Reply, Status, Telemetry
+from daemon.core.ratelimit import LogLimiter
+from daemon.core.twin import Twins
+from daemon.errors import StoreUnavailable
+from daemon.metrics import Metrics
+from daemon.ports import BatchSource, DeadLetter, Point, Received, SeriesStore, StateStore
+
+log = logging.getLogger(__name__)
+
+TWIN_FLUSH_S = 1.0
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        source: BatchSource,
+        series: SeriesStore,
+        state: StateStore,
+        twins: Twins,
+        metrics: Metrics,
+        batch_points: int = 5000,
+        on_points: Callable[[list[Point]], None] | None = None,
+        on_reply: Callable[[Reply, int], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._series = series
+        self._state = state
+        self._twins = twins
+        self._metrics = metrics
+        self._batch_points = batch_points
+        self._on_points = on_points
+        self.on_reply = on_reply
+        self._limiter = LogLimiter(60.0)
+        self._last_twin_flush = 0.0
+        self.store_healthy = True
+        self.stored_points = 0
+        self.rejected = 0
+
+    async def run(self) -> None:
+        """Consume batches until the source is drained, then persist the twins one last time."""
+        async for items in self._source.batches():
+            await self._handle(items)
+        await self.flush_twins()
+
+    async def _handle(self, items: list[Received]) -> None:
+        points: list[Point] = []
+        letters: list[DeadLetter] = []
+        counts: dict[str, int] = {}
+        for item in items:
+            message = item.message
+            if isinstance(message, Rejected):
+                letters.append(self._dead_letter(message, item.received_ms))
+                continue
+            if isinstance(message, Telemetry):
+                counts["telemetry"] = counts.get("telemetry", 0) + 1
+                device = message.device
+                for sample in message.samples:
+                    ts = sample.ts_ms
+                    points.extend(Point(device, m, ts, v) for m, v in sample.metrics.items())
+            elif isinstance(message, Status):
+                counts["status"] = counts.get("status", 0) + 1
+            elif isinstance(message, Meta):
+                counts["meta"] = counts.get("meta", 0) + 1
+            elif isinstance(message, Reply):
+                counts["reply"] = counts.get("reply", 0) + 1
+                if self.on_reply is not None:
+                    self.on_reply(message, item.received_ms)
+            self._twins.apply(message, item.received_ms, item.retained)
+        for kind, count in counts.items():
+            self._metrics.received.labels(kind).inc(count)
+        for start in range(0, len(points), self._batch_points):
+            await self._write_points(points[start : start + self._batch_points])
+        if letters:
+            await self._retry(lambda: self._state.add_dead_letters(letters), "dead letters")
+        self._source.ack(items)
+        if time.monotonic() - self._last_twin_flush >= TWIN_FLUSH_S:
+            await self.flush_twins()
+
+    def _dead_letter(self, message: Rejected, received_ms: int) -> DeadLetter:
+        self.rejected += 1
+        self._metrics.received.labels("rejected").inc()
+        self._metrics.rejected.labels(message.reason).inc()
+        suppressed = self._limiter.allow((message.device, message.reason), received_ms / 1000)
+        if suppressed is not None:
+            more = (
+                f" ({suppressed} more from this device since the last report)" if suppressed else ""
+            )
+            log.warning(
+                "rejected message on %s: %s: %s%s",
+                message.topic,
+                message.reason,
+                message.detail,
+                more,
+            )
+        return DeadLetter(
+            received_ms,
+            message.topic,
+            message.device,
+            message.reason,
+            message.detail,
+            message.payload,
+            message.size,
+        )
+
+    async def _write_points(self, points: list[Point]) -> None:
+        started = time.perf_counter()
+        await self._retry(lambda: self._series.write(points), "points")
+        self._metrics.store_write_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_points.observe(len(points))
+        self._metrics.points_written.inc(len(points))
+        self.stored_points += len(points)
+        if self._on_points is not None:
+            self._on_points(points)
+
+    async def _retry(self, write: Callable[[], Awaitable[None]], what: str) -> None:
+        attempt = 0
+        while True:
+            try:
+                await write()
+            except StoreUnavailable as exc:
+                self.store_healthy = False
+                self._metrics.store_errors.inc()
+                delay = backoff_delay(attempt, 0.2, 10.0, random.random())  # noqa: S311  jitter
+                log.error("writing %s failed (%s); retrying in %.1fs", what, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+            else:
+                self.store_healthy = True
+                return
+
+    async def flush_twins(self) -> None:
+        dirty = self._twins.take_dirty()
+        self._last_twin_flush = time.monotonic()
+        if dirty:
+            data = [twin.to_dict() for twin in dirty]
+            try:
+                await self._retry(lambda: self._state.save_twins(data), "twins")
+            except BaseException:
+                self._twins.mark_dirty(twin.id for twin in dirty)  # saved next time instead
+                raise
