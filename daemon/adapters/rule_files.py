@@ -1,0 +1,64 @@
+"""Read rule files from disk: directories, files, and the paths their rules reference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC
+from pathlib import Path
+
+from apscheduler.triggers.cron import CronTrigger
+
+from daemon.core.rulefmt import Group, RuleProblem, check_groups, parse_rule_file
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def rule_paths(paths: Iterable[Path]) -> list[Path]:
+    """Expand directories to the rule files directly in them (their `tests/` are not rules)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file()))
+        else:
+            found.append(path)
+    return found
+
+
+def load_rules(paths: Iterable[Path]) -> tuple[list[Group], list[RuleProblem]]:
+    """Return every group in `paths` and every problem, across all files."""
+    groups: list[Group] = []
+    problems: list[RuleProblem] = []
+    for path in rule_paths(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(RuleProblem(str(path), 1, 1, f"cannot read: {exc}"))
+            continue
+        base = path.parent
+
+        def exists(reference: str, base: Path = base) -> bool:
+            return (base / reference).is_file()
+
+        file_groups, file_problems = parse_rule_file(text, str(path), exists)
+        groups.extend(file_groups)
+        problems.extend(file_problems)
+    problems.extend(check_groups(groups))
+    for group in groups:
+        if group.schedule:
+            try:
+                CronTrigger.from_crontab(group.schedule, timezone=UTC)
+            except ValueError as exc:
+                problems.append(RuleProblem(group.file, group.line, 1, f"schedule: {exc}"))
+    return groups, problems
+
+
+def fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Return what changes when a rule file changes (for the file watcher)."""
+    stamp = []
+    for path in rule_paths(paths):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stamp.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamp)

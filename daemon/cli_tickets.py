@@ -1,0 +1,162 @@
+"""Ticket and notice commands of the CLI: list and show read the state database; actions go
+through the running daemon's API, which owns the tickets."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+
+from daemon.app import build_state_store
+from daemon.cli import _echo_json, _iso, _settings, cli, console, post_to_daemon
+from daemon.config import Settings
+from daemon.core.tickets import Ticket
+
+
+async def _tickets(settings: Settings, open_only: bool) -> list[Ticket]:
+    if not (settings.data_dir / "state.db").exists():
+        return []
+    state = build_state_store(settings)
+    await state.open()
+    try:
+        return [Ticket.from_json(data) for data in await state.load_tickets(open_only)]
+    finally:
+        await state.close()
+
+
+@cli.group()
+def tickets() -> None:
+    """Proactive service tickets: list, show, ack, assign, comment, resolve, approve."""
+
+
+@tickets.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved tickets.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def tickets_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List open tickets (newest last)."""
+    found = asyncio.run(_tickets(_settings(ctx), not show_all))
+    if as_json:
+        _echo_json([t.to_dict() for t in found])
+        return
+    table = Table("id", "status", "prio", "queue", "skill", "assignee", "device", "summary")
+    for t in found:
+        table.add_row(
+            t.id,
+            t.status.value,
+            t.priority,
+            t.queue,
+            t.skill,
+            t.assignee or "-",
+            t.device,
+            t.summary,
+        )
+    console.print(table)
+    if not found:
+        console.print("no tickets")
+
+
+@tickets.command("show")
+@click.argument("ticket_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def tickets_show(ctx: click.Context, ticket_id: str, as_json: bool) -> None:
+    """Show one ticket with its full context and timeline."""
+    found = {t.id: t for t in asyncio.run(_tickets(_settings(ctx), False))}
+    ticket = found.get(ticket_id)
+    if ticket is None:
+        raise click.ClickException(f"no ticket {ticket_id!r}")
+    if as_json:
+        _echo_json(ticket.to_dict())
+        return
+    c = ticket.context
+    console.print(f"[bold]{ticket.id}[/] {ticket.priority} {ticket.status.value}: {ticket.summary}")
+    console.print(
+        f"queue {ticket.queue}, skill {ticket.skill}, assignee {ticket.assignee or '-'}, "
+        f"level {ticket.level}, category {ticket.category}"
+    )
+    device = c.get("device", {})
+    console.print(
+        f"device {device.get('id')} online={device.get('online')} live: {c.get('live')}",
+        highlight=False,
+    )
+    console.print(f"  latest: {device.get('metrics')}", highlight=False)
+    console.print(f"customer: {c.get('customer')}", highlight=False)
+    console.print(
+        f"rule: {c.get('rule', {}).get('expr')}  trigger: {c.get('trigger')}", highlight=False
+    )
+    for metric, points in c.get("telemetry", {}).get("series", {}).items():
+        values = ", ".join(f"{v:g}" for _, v in points[-8:])
+        console.print(
+            f"  {metric} (last {min(8, len(points))} of {len(points)}): {values}", highlight=False
+        )
+    for entry in c.get("remediation", []):
+        console.print(
+            f"  remediation {_iso(entry['at_ms'])} {entry['event']}: {entry['detail']}",
+            highlight=False,
+        )
+    for i, step in enumerate(c.get("runbook", {}).get("steps", []), 1):
+        console.print(f"  runbook {i}. {step}", highlight=False)
+    for entry in ticket.timeline:
+        console.print(
+            f"  {_iso(entry['at_ms'])} {entry['event']} by {entry['by']}: {entry['detail']}",
+            highlight=False,
+        )
+
+
+def _action(action: str, help_text: str, arg: str | None = None) -> None:
+    def command(ctx: click.Context, /, ticket_id: str, by: str, **kwargs: str) -> None:
+        body = {"by": by, **{k: v for k, v in kwargs.items() if v}}
+        ticket = post_to_daemon(_settings(ctx), f"/api/v1/tickets/{ticket_id}/{action}", body)
+        click.echo(f"{ticket['id']}: {ticket['status']}, assignee {ticket.get('assignee') or '-'}")
+
+    command.__doc__ = help_text
+    # Decorators apply inside out: the extra argument first, so that it follows TICKET_ID.
+    if arg is not None:
+        command = click.argument(arg)(command)
+    command = click.option("--by", default="agent", show_default=True, help="Who does it.")(command)
+    command = click.argument("ticket_id")(command)
+    tickets.command(action)(click.pass_context(command))
+
+
+_action("ack", "Acknowledge a ticket (stops its escalation).")
+_action("assign", "Assign a ticket to an agent.", "agent")
+_action("comment", "Add a comment to a ticket's timeline.", "text")
+_action("resolve", "Resolve a ticket.", "reason")
+_action("approve", "Approve the command a ticket asks for; it is then sent.")
+
+
+@cli.command()
+@click.argument("device", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def notices(ctx: click.Context, device: str | None, as_json: bool) -> None:
+    """Customer notices sent (guidance, fixed, resolved), newest first."""
+    settings = _settings(ctx)
+
+    async def load() -> list[dict[str, Any]]:
+        if not (settings.data_dir / "state.db").exists():
+            return []
+        state = build_state_store(settings)
+        await state.open()
+        try:
+            return await state.notices(device)
+        finally:
+            await state.close()
+
+    rows = asyncio.run(load())
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        console.print(
+            f"{_iso(row['at_ms'])} {row['device']} [{row['kind']}] {row['title']}", highlight=False
+        )
+        for i, step in enumerate(row.get("steps", []), 1):
+            console.print(f"    {i}. {step}", highlight=False)
+    if not rows:
+        console.print("no notices")
+    sys.stdout.flush()

@@ -1,0 +1,275 @@
+"""Rule evaluation: a pure function of (group, now, device contexts, states).
+
+`evaluate_group` is the whole engine: a test is a loop over times. The runtime (daemon/rules.py)
+builds the contexts from the in-memory windows and twins, persists the states and hands the
+transitions to the action layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
+
+from daemon.core.alerts import AlertParams, AlertState, Phase, Transition, identity, step
+from daemon.core.durations import format_duration
+from daemon.core.expr import Binary, Node
+from daemon.core.expr_eval import Value, evaluate, explain, summarize
+from daemon.core.rulefmt import Group, Rule
+from daemon.core.templates import render_template
+from daemon.core.twin import DeviceTwin
+from daemon.core.windows import SeriesWindows
+
+_COMPARISONS = {">", ">=", "<", "<=", "==", "!="}
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Whether the daemon is watching the fleet, and since when (own outage != device outage)."""
+
+    connected: bool = True
+    resumed_at_ms: int | None = None
+    grace_ms: int = 120_000
+
+
+class DeviceContext:
+    """What an expression can see of one device at one instant (implements EvalContext)."""
+
+    __slots__ = ("_timeout_s", "_windows", "now_ms", "scores", "twin", "watch")
+
+    def __init__(
+        self,
+        twin: DeviceTwin,
+        windows: SeriesWindows,
+        now_ms: int,
+        watch: Watch,
+        default_timeout_s: float,
+        scores: Mapping[str, float] | None = None,
+    ) -> None:
+        self.twin = twin
+        self._windows = windows
+        self.now_ms = now_ms
+        self.watch = watch
+        self._timeout_s = default_timeout_s
+        self.scores = scores or {}
+
+    def window(self, metric: str, seconds: float) -> list[tuple[int, float]]:
+        now = self.now_ms
+        return self._windows.window(self.twin.id, metric, now - int(seconds * 1000), now)
+
+    def last(self, metric: str) -> tuple[int, float] | None:
+        found = self._windows.last(self.twin.id, metric, self.now_ms)
+        known = self.twin.metrics.get(metric)
+        if known is not None and known[0] <= self.now_ms and (found is None or known[0] > found[0]):
+            return known
+        return found
+
+    def state(self, name: str) -> str | None:
+        found = self.twin.attributes.get(name)
+        return None if found is None else found[1]
+
+    def attr(self, name: str) -> float | str | bool | None:
+        head, _, rest = name.partition(".")
+        value = self.twin.meta.get(head)
+        if rest:
+            value = value.get(rest) if isinstance(value, dict) else None
+        if value is None or isinstance(value, str | bool):
+            return value
+        if isinstance(value, int | float):
+            return float(value)
+        return None
+
+    def _silence_start(self, heard_ms: int | None) -> int | None:
+        """When the current silence began, as far as the daemon could see; None if unknown.
+
+        Silence that began before the daemon (re)gained its broker connection is counted only from
+        then plus a grace period: the daemon's or the broker's outage is not the devices'.
+        """
+        watch = self.watch
+        if not watch.connected or watch.resumed_at_ms is None:
+            return None
+        settled = watch.resumed_at_ms + watch.grace_ms
+        if heard_ms is not None and heard_ms >= settled:
+            return heard_ms
+        # Anything from before or just after the outage (stale silence, a burst of LWTs while
+        # the fleet reconnects) counts only once the grace period has passed.
+        return None if self.now_ms < settled else settled
+
+    def offline_for(self) -> float | None:
+        twin, now = self.twin, self.now_ms
+        last_seen = twin.last_seen_ms or twin.first_seen_ms
+        if twin.status == "offline" and (twin.status_ms or 0) >= last_seen:
+            start = self._silence_start(twin.status_ms)  # the LWT: offline since it arrived
+            return None if start is None else max(0.0, (now - start) / 1000)
+        start = self._silence_start(last_seen)
+        if start is None:
+            return None
+        timeout = twin.inactivity_timeout(self._timeout_s)
+        return max(0.0, (now - start) / 1000 - timeout)
+
+    def absent_for(self, metric: str) -> float | None:
+        found = self.last(metric)
+        start = self._silence_start(None if found is None else found[0])
+        return None if start is None else max(0.0, (self.now_ms - start) / 1000)
+
+    @property
+    def default_timeout_s(self) -> float:
+        return self._timeout_s
+
+    def anomaly(self, model: str) -> float | None:
+        return self.scores.get(model)
+
+
+def matches(match: Mapping[str, str], twin: DeviceTwin) -> bool:
+    """Return whether a device is selected by a group's `match` (globs on meta, labels.X, id)."""
+    for key, pattern in match.items():
+        if key == "id":
+            value: object = twin.id
+        else:
+            head, _, rest = key.partition(".")
+            value = twin.meta.get(head)
+            if rest:
+                value = value.get(rest) if isinstance(value, dict) else None
+        if value is None or not fnmatchcase(str(value), pattern):
+            return False
+    return True
+
+
+def primary(node: Node) -> Node:
+    """Return the sub-expression whose value an alert reports: the first comparison's left side."""
+    if isinstance(node, Binary):
+        if node.op in _COMPARISONS:
+            return node.left
+        if node.op in {"and", "or"}:
+            return primary(node.left)
+    return node
+
+
+def condition_of(value: Value) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return bool(value)
+    return value != 0
+
+
+def _reported(value: Value) -> float | str | None:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    return value
+
+
+def template_context(twin: DeviceTwin, rule: Rule, value: object) -> dict[str, object]:
+    device = {
+        "id": twin.id,
+        "meta": twin.meta,
+        "metrics": {name: v for name, (_, v) in twin.metrics.items()},
+        "attributes": {name: v for name, (_, v) in twin.attributes.items()},
+    }
+    return {"device": device, "value": value, "labels": dict(rule.labels), "alert": rule.alert}
+
+
+def evaluate_group(
+    group: Group,
+    now_ms: int,
+    contexts: Iterable[DeviceContext],
+    states: Mapping[str, AlertState],
+    params_of: Callable[[Rule], AlertParams],
+) -> tuple[dict[str, AlertState | None], list[Transition]]:
+    """Evaluate every rule of `group` for every device context; return changed states and events.
+
+    In the returned mapping None means "forget this identity".
+    """
+    updates: dict[str, AlertState | None] = {}
+    transitions: list[Transition] = []
+    rules = [(rule, params_of(rule), primary(rule.expr)) for rule in group.rules]
+    for ctx in contexts:
+        device = ctx.twin.id
+        for rule, params, value_node in rules:
+            key = identity(device, rule.alert, rule.labels)
+            old = states.get(key)
+            condition = condition_of(evaluate(rule.expr, ctx))
+            if old is None:
+                if not condition:
+                    continue
+                old = AlertState(key, device, rule.alert, dict(rule.labels), group=group.name)
+            old = replace(old, dry_run=rule.mode == "dry-run", group=group.name)
+            new, transition = step(old, condition, now_ms, params)
+            if new is not None and (transition is not None or new.phase is Phase.FIRING):
+                value = _reported(evaluate(value_node, ctx))
+                new = replace(new, value=value)
+                if transition is not None and new.phase in {Phase.PENDING, Phase.FIRING}:
+                    context = template_context(ctx.twin, rule, value)
+                    annotations = {
+                        k: render_template(t, context) for k, t in rule.annotations.items()
+                    }
+                    new = replace(new, annotations=annotations)
+                    transition = replace(transition, value=value, annotations=annotations)
+            if transition is not None:
+                transitions.append(
+                    replace(transition, value=new.value if new else transition.value)
+                )
+            if new != states.get(key):
+                updates[key] = new
+    return updates, transitions
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why one rule fires or not for one device, in words."""
+
+    group: str
+    alert: str
+    device: str
+    phase: str
+    condition: bool | None
+    value: float | str | None
+    reason: str
+    details: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "group": self.group, "alert": self.alert, "device": self.device, "phase": self.phase,
+            "condition": self.condition, "value": self.value, "reason": self.reason,
+            "details": list(self.details),
+        }  # fmt: skip
+
+
+def explain_rule(
+    group: Group, rule: Rule, ctx: DeviceContext, state: AlertState | None, params: AlertParams
+) -> Verdict:
+    """Say why `rule` fires or does not for the device of `ctx` right now."""
+    now = ctx.now_ms
+    tree = explain(rule.expr, ctx, rule.expr_text)
+    condition = condition_of(tree.value)
+    details: list[str] = [f"expression {summarize(tree)}"]
+    phase = state.phase.value if state else Phase.INACTIVE.value
+    if state is not None and state.phase is Phase.PENDING and state.active_since_ms is not None:
+        waited = (now - state.active_since_ms) / 1000
+        details.append(
+            f"pending for {format_duration(waited)} of {format_duration(params.for_ms / 1000)}"
+        )
+    if state is not None and state.phase is Phase.FIRING and state.fired_at_ms is not None:
+        details.append(f"firing since {format_duration((now - state.fired_at_ms) / 1000)} ago")
+        if condition is False and state.last_true_ms is not None:
+            held = (now - state.last_true_ms) / 1000
+            details.append(
+                f"condition false for {format_duration(held)}; kept firing for "
+                f"{format_duration(params.keep_firing_for_ms / 1000)}"
+            )
+    if state is not None and state.flapping:
+        details.append("flapping: resolves only after a quiet period")
+    if state is not None and state.cooldown_until_ms is not None and now < state.cooldown_until_ms:
+        left = (state.cooldown_until_ms - now) / 1000
+        details.append(f"in cooldown for another {format_duration(left)}")
+    if not ctx.twin.online(now, ctx.default_timeout_s):
+        details.append("device offline")
+    if not ctx.watch.connected:
+        details.append("daemon not connected to the broker: liveness unknown")
+    if rule.mode == "dry-run":
+        details.append("dry-run: no actions")
+    reason = details[0] if condition is not True else f"fires: {details[0]}"
+    return Verdict(
+        group.name, rule.alert, ctx.twin.id, phase, condition,
+        _reported(evaluate(primary(rule.expr), ctx)), reason, tuple(details),
+    )  # fmt: skip

@@ -1,0 +1,91 @@
+"""Recent points per device and metric, in memory, for rule evaluation.
+
+Rules read these instead of querying the store per device per rule (a store query per device per
+rule per round does not scale: see ../shared/DESIGN.md). Only metrics that rules use are kept, each
+for the longest window a rule needs; compact arrays cost 16 bytes a point.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Mapping
+
+_Series = tuple["array[int]", "array[float]"]  # quoted: array is generic only from 3.12
+
+
+class SeriesWindows:
+    def __init__(self, horizons: Mapping[str, float] | None = None) -> None:
+        self._horizons_ms: dict[str, int] = {}
+        self._series: dict[tuple[str, str], _Series] = {}
+        self.set_horizons(horizons or {})
+
+    def set_horizons(self, horizons: Mapping[str, float]) -> None:
+        """Keep `metric -> seconds` of history; metrics no longer needed are dropped."""
+        self._horizons_ms = {m: int(s * 1000) for m, s in horizons.items()}
+        for key in [k for k in self._series if k[1] not in self._horizons_ms]:
+            del self._series[key]
+
+    @property
+    def horizons(self) -> dict[str, float]:
+        return {m: ms / 1000 for m, ms in self._horizons_ms.items()}
+
+    def wants(self, metric: str) -> bool:
+        return metric in self._horizons_ms
+
+    def add(self, device: str, metric: str, ts_ms: int, value: float) -> None:
+        if metric not in self._horizons_ms:
+            return
+        key = (device, metric)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (array("q"), array("d"))
+        times, values = series
+        if not times or ts_ms > times[-1]:
+            times.append(ts_ms)
+            values.append(value)
+            return
+        index = bisect_left(times, ts_ms)
+        if index < len(times) and times[index] == ts_ms:
+            values[index] = value  # a redelivered or corrected point replaces the old one
+            return
+        insort(times, ts_ms)
+        values.insert(index, value)
+
+    def add_many(self, points: Iterable[tuple[str, str, int, float]]) -> None:
+        for device, metric, ts_ms, value in points:
+            self.add(device, metric, ts_ms, value)
+
+    def window(
+        self, device: str, metric: str, start_ms: int, end_ms: int
+    ) -> list[tuple[int, float]]:
+        """Points with start_ms < ts <= end_ms, oldest first."""
+        series = self._series.get((device, metric))
+        if series is None:
+            return []
+        times, values = series
+        lo = bisect_right(times, start_ms)
+        hi = bisect_right(times, end_ms)
+        return list(zip(times[lo:hi], values[lo:hi], strict=True))
+
+    def last(self, device: str, metric: str, at_ms: int) -> tuple[int, float] | None:
+        series = self._series.get((device, metric))
+        if series is None:
+            return None
+        times, values = series
+        index = bisect_right(times, at_ms) - 1
+        return None if index < 0 else (times[index], values[index])
+
+    def trim(self, now_ms: int) -> int:
+        """Forget points older than each metric's horizon; return how many were dropped."""
+        dropped = 0
+        for (_, metric), (times, values) in self._series.items():
+            cut = bisect_left(times, now_ms - self._horizons_ms.get(metric, 0))
+            if cut:
+                del times[:cut]
+                del values[:cut]
+                dropped += cut
+        return dropped
+
+    def __len__(self) -> int:
+        return sum(len(times) for times, _ in self._series.values())
