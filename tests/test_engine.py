@@ -1,0 +1,184 @@
+"""The pure engine: device contexts (liveness with outage grace), matching, group evaluation,
+explanations and replay, stepped through explicit times."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.core.alerts import AlertParams, AlertState, Phase
+from daemon.core.engine import DeviceContext, Watch, evaluate_group, explain_rule, matches
+from daemon.core.replay import replay
+from daemon.core.rulefmt import Group, Rule, parse_rule_file
+from daemon.core.twin import DeviceTwin
+from daemon.core.windows import SeriesWindows
+
+S = 1000
+T0 = 1_800_000_000_000
+
+
+def twin(**kw: object) -> DeviceTwin:
+    defaults: dict[str, object] = {"id": "d1", "first_seen_ms": T0 - 3600 * S}
+    defaults.update(kw)
+    return DeviceTwin(**defaults)  # type: ignore[arg-type]
+
+
+# (description, twin fields, watch, now offset s, expected offline_for)
+ALWAYS = Watch(True, T0 - 3600 * S, 0)  # watching for an hour, no grace left
+OFFLINE_CASES = [
+    ("recently heard", {"last_seen_ms": T0 - 10 * S}, Watch(True, T0 - 3600 * S, 0), 0, 0.0),
+    ("silent past timeout", {"last_seen_ms": T0 - 700 * S}, ALWAYS, 0, 100.0),
+    ("LWT offline", {"last_seen_ms": T0 - 100 * S, "status": "offline", "status_ms": T0 - 60 * S},
+     Watch(True, T0 - 3600 * S, 0), 0, 60.0),
+    ("telemetry after LWT",
+     {"last_seen_ms": T0 - 5 * S, "status": "offline", "status_ms": T0 - 60 * S}, ALWAYS, 0, 0.0),
+    ("not watching", {"last_seen_ms": T0 - 9000 * S}, Watch(False, T0 - 3600 * S, 0), 0, None),
+    ("silence from before our outage is unknown during the grace",
+     {"last_seen_ms": T0 - 9000 * S}, Watch(True, T0 - 30 * S, 60 * S), 0, None),
+    ("then it counts from resume + grace, not from the last message",
+     {"last_seen_ms": T0 - 9000 * S}, Watch(True, T0 - 700 * S, 60 * S), 0, 40.0),
+    ("LWT burst during grace is deferred",
+     {"last_seen_ms": T0 - 9000 * S, "status": "offline", "status_ms": T0 - 5 * S},
+     Watch(True, T0 - 10 * S, 60 * S), 0, None),
+    ("meta timeout override", {"last_seen_ms": T0 - 100 * S, "meta": {"inactivity_timeout": 30}},
+     Watch(True, T0 - 3600 * S, 0), 0, 70.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "watch", "later_s", "expected"),
+    [case[1:] for case in OFFLINE_CASES],
+    ids=[case[0] for case in OFFLINE_CASES],
+)
+def test_offline_for(
+    fields: dict[str, object], watch: Watch, later_s: int, expected: float | None
+) -> None:
+    """Test that offline_for follows the LWT, inactivity and the outage grace."""
+    ctx = DeviceContext(twin(**fields), SeriesWindows(), T0 + later_s * S, watch, 600.0)
+    assert ctx.offline_for() == expected
+
+
+def test_absent_for_counts_silence_of_one_metric() -> None:
+    """Test that absent_for measures from the metric's last sample, not the device's."""
+    windows = SeriesWindows({"level": 600})
+    windows.add("d1", "level", T0 - 90 * S, 1.0)
+    device = twin(last_seen_ms=T0, metrics={"temp": (T0, 20.0)})
+    ctx = DeviceContext(device, windows, T0, Watch(True, T0 - 3600 * S, 0), 600.0)
+    assert ctx.absent_for("level") == 90.0
+    assert ctx.absent_for("temp") == 0.0
+    assert ctx.absent_for("never") == 3600.0  # counted from when watching (and grace) began
+
+
+@pytest.mark.parametrize(
+    ("match", "expected"),
+    [
+        ({}, True),
+        ({"model": "boiler-*"}, True),
+        ({"model": "freezer-*"}, False),
+        ({"labels.tier": "gold"}, True),
+        ({"labels.tier": "silver"}, False),
+        ({"id": "b?"}, True),
+        ({"customer": "*"}, False),
+    ],
+)
+def test_matches(match: dict[str, str], expected: bool) -> None:
+    """Test that group selectors glob on meta fields, labels and the id."""
+    device = DeviceTwin("b1", 0, meta={"model": "boiler-x200", "labels": {"tier": "gold"}})
+    assert matches(match, device) is expected
+
+
+RULES = """
+groups:
+  - name: g
+    interval: 10s
+    rules:
+      - alert: Hot
+        expr: avg(temp, 30s) > attr("max_temp", 80)
+        for: 20s
+        labels: {severity: major}
+        annotations: {summary: "{{ device.id }} at {{ value | round(1) }}"}
+      - alert: Watch
+        expr: last(temp) > 50
+        mode: dry-run
+"""
+
+
+def _group() -> Group:
+    groups, problems = parse_rule_file(RULES, "r.yaml")
+    assert problems == []
+    return groups[0]
+
+
+def test_evaluate_group_steps_through_time() -> None:
+    """Test that a group fires after `for`, renders annotations and marks dry-run alerts."""
+    group = _group()
+    windows = SeriesWindows({"temp": 30})
+    device = twin(last_seen_ms=T0, meta={"max_temp": 85})
+    watch = Watch(True, T0 - 3600 * S, 0)
+    states: dict[str, AlertState] = {}
+    seen = []
+
+    def params(rule: Rule) -> AlertParams:
+        return AlertParams(for_ms=20 * S) if rule.alert == "Hot" else AlertParams()
+
+    for step in range(6):
+        now = T0 + step * 10 * S
+        windows.add("d1", "temp", now, 90.0)
+        device.metrics["temp"] = (now, 90.0)
+        ctx = DeviceContext(device, windows, now, watch, 600.0)
+        updates, transitions = evaluate_group(
+            group,
+            now,
+            [ctx],
+            states,
+            lambda _r: AlertParams(for_ms=20 * S) if _r.alert == "Hot" else AlertParams(),
+        )
+        for key, state in updates.items():
+            if state is None:
+                states.pop(key, None)
+            else:
+                states[key] = state
+        seen.extend((step, t.alert, t.to_phase.value, t.dry_run) for t in transitions)
+    assert seen == [
+        (0, "Hot", "pending", False), (0, "Watch", "firing", True), (2, "Hot", "firing", False),
+    ]  # fmt: skip
+    hot = next(s for s in states.values() if s.alert == "Hot")
+    assert hot.annotations == {"summary": "d1 at 90.0"}
+    assert hot.value == 90.0
+
+
+def test_explain_says_how_far_from_the_threshold_and_pending_progress() -> None:
+    """Test that an explanation names the comparison, its margin, and pending progress."""
+    group = _group()
+    rule = group.rules[0]
+    windows = SeriesWindows({"temp": 30})
+    windows.add("d1", "temp", T0, 70.0)
+    ctx = DeviceContext(twin(last_seen_ms=T0), windows, T0, Watch(True, 0, 0), 600.0)
+    verdict = explain_rule(group, rule, ctx, None, AlertParams(for_ms=20 * S))
+    assert verdict.condition is False
+    assert verdict.phase == "inactive"
+    assert "avg(temp, 30s)" in verdict.reason
+    assert "10" in verdict.reason  # 70 is 10 below 80
+    windows.add("d1", "temp", T0 + 10 * S, 95.0)
+    windows.add("d1", "temp", T0 + 20 * S, 95.0)
+    ctx = DeviceContext(
+        twin(last_seen_ms=T0 + 20 * S), windows, T0 + 20 * S, Watch(True, 0, 0), 600.0
+    )
+    from daemon.core.alerts import AlertState
+
+    pending = AlertState("k", "d1", "Hot", {}, Phase.PENDING, active_since_ms=T0 + 10 * S)
+    verdict = explain_rule(group, rule, ctx, pending, AlertParams(for_ms=20 * S))
+    assert verdict.condition is True
+    assert "pending for 10s of 20s" in verdict.details
+
+
+def test_replay_reports_transitions_at_group_ticks() -> None:
+    """Test that replay (behind test and backtest) fires at the first tick after `for`."""
+    group = _group()
+    samples = [(T0 + i * 5 * S, "d1", "temp", 60.0 if i < 6 else 95.0) for i in range(30)]
+    twins = {"d1": twin()}
+    result = replay(
+        [group], twins, samples, T0, T0 + 150 * S, lambda _r: AlertParams(for_ms=20 * S)
+    )
+    hot = [(t.to_phase.value, (t.at_ms - T0) // S) for t in result.transitions if t.alert == "Hot"]
+    # avg over 30s first exceeds 80 at 50s (mean of 60,60,95,95,95,95 = 83.3)
+    assert hot == [("pending", 50), ("firing", 70)]
