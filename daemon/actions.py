@@ -215,6 +215,17 @@ class ActionService:
         state = self._rules.states.get(key)
         return state is not None and state.phase is Phase.FIRING
 
+    def _clearing(self, key: str) -> bool:
+        """True when the alert fires but its condition was false at the last evaluation."""
+        state = self._rules.states.get(key)
+        return (
+            state is not None
+            and state.phase is Phase.FIRING
+            and state.last_true_ms is not None
+            and state.last_eval_ms is not None
+            and state.last_true_ms < state.last_eval_ms
+        )
+
     def _open_ticket_for(self, key: str) -> Ticket | None:
         return next((t for t in self.tickets.values() if t.key == key and t.open), None)
 
@@ -283,6 +294,10 @@ class ActionService:
         for key, (_, since) in list(self._guided.items()):
             if not self._firing(key):
                 del self._guided[key]
+            elif self._clearing(key):
+                # Held only by keep_firing_for: the customer's fix may be taking hold. The ticket
+                # waits; it opens if the condition comes back while the alert still fires.
+                continue
             elif now - since >= timeout and self._open_ticket_for(key) is None:
                 del self._guided[key]
                 state = self._rules.states.get(key)
