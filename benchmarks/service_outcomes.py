@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -49,6 +48,7 @@ from daemon.adapters.mosquitto import MosquittoProcess, free_port  # noqa: E402
 from daemon.adapters.rule_files import load_rules  # noqa: E402
 from daemon.adapters.service_files import load_routing  # noqa: E402
 from daemon.adapters.state_sqlite import SqliteStateStore  # noqa: E402
+from daemon.demo import daemon_env, spawn_daemon  # noqa: E402
 from simulators.fleet import Fleet, FleetOptions  # noqa: E402
 from simulators.scenario import load_scenario  # noqa: E402
 
@@ -447,13 +447,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
     broker = MosquittoProcess(workdir / "mosquitto")
     broker.start()
     http_port = free_port()
-    env = dict(
-        os.environ,
-        FRONTLINE_MQTT__HOST=broker.host,
-        FRONTLINE_MQTT__PORT=str(broker.port),
-        FRONTLINE_DATA_DIR=str(workdir / "data"),
-        FRONTLINE_HTTP__HOST="127.0.0.1",
-        FRONTLINE_HTTP__PORT=str(http_port),
+    env = daemon_env(broker.host, broker.port, workdir, http_port)
+    env.update(
         FRONTLINE_RULES__PATHS=json.dumps([str(args.rules)]),
         FRONTLINE_ACTIONS__ROUTING=str(args.routing),
         FRONTLINE_ACTIONS__CUSTOMERS=str(args.customers),
@@ -462,11 +457,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
         FRONTLINE_ACTIONS__QUIET_PERIOD=f"{args.quiet}s",
         FRONTLINE_ACTIONS__GUIDANCE_TIMEOUT=f"{args.guidance_timeout}s",
     )
-    env.pop("FRONTLINE_CONFIG", None)
-    log = (workdir / "daemon.log").open("wb")
-    daemon = subprocess.Popen(  # noqa: ASYNC220  started once, before the fleet
-        [sys.executable, "-m", "daemon", "run"], env=env, stdout=log, stderr=log
-    )
+    daemon = spawn_daemon(env, workdir / "daemon.log")
     truth = workdir / "ground-truth.jsonl"
     fleet_task: asyncio.Task[None] | None = None
     try:
@@ -516,7 +507,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
             with contextlib.suppress(asyncio.CancelledError):
                 await fleet_task
         broker.stop()
-        log.close()
     rejects = {d: set(b.rejects) for d, b in scenario.options(FleetOptions()).behaviours.items()}
     lines = [orjson.loads(line) for line in truth.read_bytes().splitlines() if line.strip()]
     faults, usage = read_truth(lines, rejects)

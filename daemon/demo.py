@@ -82,7 +82,25 @@ async def run_fleet(options: FleetOptions, console: Console) -> None:
             await task
 
 
-def _spawn_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def daemon_env(host: str, port: int, workdir: Path, http_port: int) -> dict[str, str]:
+    """Return the environment of a daemon child on `host:port`, data under `workdir`.
+
+    `FRONTLINE_CONFIG` is dropped, so a config file of the caller's shell cannot leak in.
+    """
+    env = dict(
+        os.environ,
+        FRONTLINE_MQTT__HOST=host,
+        FRONTLINE_MQTT__PORT=str(port),
+        FRONTLINE_DATA_DIR=str(workdir / "data"),
+        FRONTLINE_HTTP__PORT=str(http_port),
+        FRONTLINE_HTTP__HOST="127.0.0.1",
+    )
+    env.pop("FRONTLINE_CONFIG", None)
+    return env
+
+
+def spawn_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `frontline run` as a child process with `env`, its output in `log_path`."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "daemon", "run"], env=env, stdout=log, stderr=log
@@ -116,15 +134,7 @@ class Demo:
         try:
             broker.start()
             http_port = free_port()
-            env = dict(
-                os.environ,
-                FRONTLINE_MQTT__HOST=broker.host,
-                FRONTLINE_MQTT__PORT=str(broker.port),
-                FRONTLINE_DATA_DIR=str(workdir / "data"),
-                FRONTLINE_HTTP__PORT=str(http_port),
-                FRONTLINE_HTTP__HOST="127.0.0.1",
-            )
-            env.pop("FRONTLINE_CONFIG", None)
+            env = daemon_env(broker.host, broker.port, workdir, http_port)
             if isinstance(broker, EmbeddedBrokerProcess):
                 env["FRONTLINE_MQTT__PROTOCOL"] = broker.protocol
             if DEMO_RULES.is_dir():
@@ -135,7 +145,7 @@ class Demo:
                 # rules could not speak within a one-minute demo.
                 env["FRONTLINE_RULES__OUTAGE_GRACE"] = "5s"
                 env["FRONTLINE_ACTIONS__QUIET_PERIOD"] = "20s"  # so the demo shows tickets closing
-            daemon = _spawn_daemon(env, workdir / "daemon.log")
+            daemon = spawn_daemon(env, workdir / "daemon.log")
             options = replace(
                 fleet_options(
                     Settings(),
