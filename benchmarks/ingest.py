@@ -14,7 +14,6 @@ Prints the rates and the ratios (b)/(a) and (b)/(c). Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import statistics
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from daemon.adapters.mosquitto import MosquittoProcess, free_port  # noqa: E402
+from daemon.demo import daemon_env, wait_ready  # noqa: E402
 from daemon.metrics import parse_metrics  # noqa: E402
 from simulators.burst import publish_burst  # noqa: E402
 
@@ -57,23 +57,14 @@ def publish(port: int, messages: int, devices: int) -> float:
     return publish_burst(port, burst())[1]
 
 
+def sub_command(port: int, *extra: str) -> list[str]:
+    """mosquitto_sub on the telemetry, QoS 1, with the benchmark's persistent session."""
+    return ["mosquitto_sub", "-p", str(port), "-i", SUB_ID, "-c", "-q", "1",
+            "-t", "devices/+/telemetry", *extra]  # fmt: skip
+
+
 def register_sub(port: int) -> None:
-    subprocess.run(
-        [
-            "mosquitto_sub",
-            "-p",
-            str(port),
-            "-i",
-            SUB_ID,
-            "-c",
-            "-q",
-            "1",
-            "-t",
-            "devices/+/telemetry",
-            "-E",
-        ],
-        check=True,
-    )
+    subprocess.run(sub_command(port, "-E"), check=True)
 
 
 PAHO_ID = "bench-paho-noop"
@@ -133,20 +124,7 @@ def drain_paho(port: int, messages: int) -> float:
 def drain_sub(port: int, messages: int) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [
-            "mosquitto_sub",
-            "-p",
-            str(port),
-            "-i",
-            SUB_ID,
-            "-c",
-            "-q",
-            "1",
-            "-t",
-            "devices/+/telemetry",
-            "-C",
-            str(messages),
-        ],
+        sub_command(port, "-C", str(messages)),
         check=True,
         stdout=subprocess.DEVNULL,
         timeout=600,
@@ -157,13 +135,8 @@ def drain_sub(port: int, messages: int) -> float:
 class Daemon:
     def __init__(self, port: int, data_dir: Path) -> None:
         self.http_port = free_port()
-        self.env = dict(
-            os.environ,
-            FRONTLINE_MQTT__PORT=str(port),
-            FRONTLINE_DATA_DIR=str(data_dir),
-            FRONTLINE_HTTP__PORT=str(self.http_port),
-            FRONTLINE_LOG_LEVEL="WARNING",
-        )
+        self.env = daemon_env("127.0.0.1", port, data_dir, self.http_port)
+        self.env["FRONTLINE_LOG_LEVEL"] = "WARNING"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -179,14 +152,8 @@ class Daemon:
             return None
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("daemon not ready")
+        assert self.process is not None
+        wait_ready(self.http_port, self.process, timeout=30)
 
     def stop(self) -> None:
         assert self.process is not None

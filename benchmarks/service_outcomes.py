@@ -28,11 +28,9 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -48,7 +46,9 @@ from daemon.adapters.mosquitto import MosquittoProcess, free_port  # noqa: E402
 from daemon.adapters.rule_files import load_rules  # noqa: E402
 from daemon.adapters.service_files import load_routing  # noqa: E402
 from daemon.adapters.state_sqlite import SqliteStateStore  # noqa: E402
-from daemon.demo import daemon_env, spawn_daemon  # noqa: E402
+from daemon.cli import post_to_daemon  # noqa: E402
+from daemon.config import HttpSettings, Settings  # noqa: E402
+from daemon.demo import daemon_env, spawn_daemon, wait_ready  # noqa: E402
 from simulators.fleet import Fleet, FleetOptions  # noqa: E402
 from simulators.scenario import load_scenario  # noqa: E402
 
@@ -198,10 +198,17 @@ class FaultScore:
     detected_ms: int | None = None
     acted_ms: int | None = None
     remediated: bool = False  # the daemon verified a fix it commanded
-    fixed_by_command: bool = False  # ground truth: a command ended it
     guided: bool = False
-    fixed_by_customer: bool = False
     tickets: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fixed_by_command(self) -> bool:
+        """Ground truth: a command ended the fault."""
+        return (self.fault.end_reason or "").startswith("command:")
+
+    @property
+    def fixed_by_customer(self) -> bool:
+        return self.fault.end_reason == "customer"
 
 
 @dataclass
@@ -311,9 +318,6 @@ def score(
         for t in s.tickets:
             per_key[t["key"]] += 1
         duplicates += sum(n - 1 for n in per_key.values())  # one alert, reopened
-        reason = s.fault.end_reason or ""
-        s.fixed_by_command = reason.startswith("command:")
-        s.fixed_by_customer = reason == "customer"
     return Report(
         list(scores.values()), false_tickets, duplicates, missing, misrouted, advisories, usage
     )
@@ -417,26 +421,6 @@ def write_docs(text: str) -> None:
 
 
 # -- the run ------------------------------------------------------------------------------------
-def _wait_ready(port: int, daemon: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise SystemExit(f"the daemon exited with {daemon.returncode} while starting")
-        url = f"http://127.0.0.1:{port}/healthz"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
-            return
-        time.sleep(0.3)
-    raise SystemExit("the daemon did not answer /healthz within 60 s")
-
-
-def _evaluate(port: int, group: str) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/rules/groups/{group}/evaluate", method="POST", data=b"{}"
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return len(orjson.loads(response.read())["transitions"])
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
     scenario = load_scenario(args.scenario)
     duration = float(args.duration or scenario.duration or 600.0)
@@ -447,7 +431,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
     broker = MosquittoProcess(workdir / "mosquitto")
     broker.start()
     http_port = free_port()
-    env = daemon_env(broker.host, broker.port, workdir, http_port)
+    env = daemon_env(broker.host, broker.port, workdir / "data", http_port)
     env.update(
         FRONTLINE_RULES__PATHS=json.dumps([str(args.rules)]),
         FRONTLINE_ACTIONS__ROUTING=str(args.routing),
@@ -460,10 +444,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
     daemon = spawn_daemon(env, workdir / "daemon.log")
     truth = workdir / "ground-truth.jsonl"
     fleet_task: asyncio.Task[None] | None = None
+    planned = scenario.options(FleetOptions())
+    api = Settings(http=HttpSettings(host="127.0.0.1", port=http_port))
     try:
-        _wait_ready(http_port, daemon)
+        await asyncio.to_thread(wait_ready, http_port, daemon)
         options = replace(
-            scenario.options(FleetOptions()),
+            planned,
             host=broker.host,
             port=broker.port,
             ground_truth=truth,
@@ -481,7 +467,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
                 raise SystemExit("the fleet stopped early")
             if not usage_done and elapsed >= usage_at:
                 for group in scheduled:
-                    n = await asyncio.to_thread(_evaluate, http_port, group)
+                    path = f"/api/v1/rules/groups/{group}/evaluate"
+                    answer = await asyncio.to_thread(post_to_daemon, api, path, {})
+                    n = len(answer["transitions"])
                     print(f"  evaluated {group}: {n} transition(s)", flush=True)
                 usage_done = True
             st = fleet.stats
@@ -507,7 +495,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Report, float]:
             with contextlib.suppress(asyncio.CancelledError):
                 await fleet_task
         broker.stop()
-    rejects = {d: set(b.rejects) for d, b in scenario.options(FleetOptions()).behaviours.items()}
+    rejects = {d: set(b.rejects) for d, b in planned.behaviours.items()}
     lines = [orjson.loads(line) for line in truth.read_bytes().splitlines() if line.strip()]
     faults, usage = read_truth(lines, rejects)
     outcome = await read_outcome(workdir / "data" / "state.db")

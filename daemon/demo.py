@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,8 +83,8 @@ async def run_fleet(options: FleetOptions, console: Console) -> None:
             await task
 
 
-def daemon_env(host: str, port: int, workdir: Path, http_port: int) -> dict[str, str]:
-    """Return the environment of a daemon child on `host:port`, data under `workdir`.
+def daemon_env(host: str, port: int, data_dir: Path, http_port: int) -> dict[str, str]:
+    """Return the environment of a daemon child on broker `host:port`, its data in `data_dir`.
 
     `FRONTLINE_CONFIG` is dropped, so a config file of the caller's shell cannot leak in.
     """
@@ -91,7 +92,7 @@ def daemon_env(host: str, port: int, workdir: Path, http_port: int) -> dict[str,
         os.environ,
         FRONTLINE_MQTT__HOST=host,
         FRONTLINE_MQTT__PORT=str(port),
-        FRONTLINE_DATA_DIR=str(workdir / "data"),
+        FRONTLINE_DATA_DIR=str(data_dir),
         FRONTLINE_HTTP__PORT=str(http_port),
         FRONTLINE_HTTP__HOST="127.0.0.1",
     )
@@ -105,6 +106,22 @@ def spawn_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         return subprocess.Popen(
             [sys.executable, "-m", "daemon", "run"], env=env, stdout=log, stderr=log
         )
+
+
+def wait_ready(http_port: int, daemon: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Wait until the daemon child answers `/readyz` (broker connected, store writable).
+
+    Raises RuntimeError if it exits first or is not ready within `timeout` seconds.
+    """
+    url = f"http://127.0.0.1:{http_port}/readyz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {daemon.returncode} while starting")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the daemon was not ready within {timeout:.0f} s")
 
 
 class Demo:
@@ -134,7 +151,7 @@ class Demo:
         try:
             broker.start()
             http_port = free_port()
-            env = daemon_env(broker.host, broker.port, workdir, http_port)
+            env = daemon_env(broker.host, broker.port, workdir / "data", http_port)
             if isinstance(broker, EmbeddedBrokerProcess):
                 env["FRONTLINE_MQTT__PROTOCOL"] = broker.protocol
             if DEMO_RULES.is_dir():
