@@ -1,6 +1,6 @@
 """Read the operator's service files: routing (queues, escalation, agents) and customers.
 
-`routing.yaml`:
+`routing.yaml` (docs/tickets.md):
     queues:
       - {match: {category: heating, severity: "critical|major"}, queue: heating-l2, skill: heating}
       - {match: {kind: advisory}, queue: customer-success, skill: customer-success}
@@ -10,22 +10,45 @@
     agents:
       - {id: alice, name: Alice Martin, skills: [heating], capacity: 5, level: 1}
 
-`customers.yaml`:
+`customers.yaml`, customer ids straight to their details:
     cust-0007: {name: Jane Doe, tier: gold, contact: sms, phone: "+33...", location: "Lyon, FR"}
+
+Both are strict, like the settings and the rule files: an unknown key (a typo, or a wrapping
+`customers:` around the mapping) or a bad value is a problem with file:line:col, and every problem
+of a file is reported at once. A path the operator configured must exist. The default paths may be
+absent: that is logged as a warning, and means no routing rules (or no customers), because a
+daemon started with no rules/service/ folder must still run.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
-from daemon.core.durations import parse_duration
+from daemon.adapters.yaml_source import (
+    Loc,
+    YamlSource,
+    file_order,
+    read_yaml_source,
+    validation_problems,
+)
+from daemon.config import ActionsSettings, Seconds
 from daemon.core.tickets import Agent, EscalationStep, Routing, RoutingRule
 from daemon.errors import ConfigInvalid, ConfigProblem
+
+log = logging.getLogger(__name__)
+
+#: the facts a ticket is routed on (daemon.core.tickets.open_ticket); any other key never matches
+MATCH_KEYS = ("alert", "category", "severity", "tier", "kind")
+#: the values of `kind`: fault tickets, approval tickets (a command waits for an agent), advisories
+TICKET_KINDS = ("fault", "approval", "advisory")
+DEFAULT_ROUTING: Path | None = ActionsSettings.model_fields["routing"].default
+DEFAULT_CUSTOMERS: Path | None = ActionsSettings.model_fields["customers"].default
 
 
 class _Model(BaseModel):
@@ -34,23 +57,23 @@ class _Model(BaseModel):
 
 class _Queue(_Model):
     match: dict[str, str] = Field(default_factory=dict)
-    queue: str
-    skill: str
+    queue: str = Field(min_length=1)
+    skill: str = Field(min_length=1)
 
 
 class _Default(_Model):
-    queue: str = "service"
-    skill: str = "general"
+    queue: str = Field("service", min_length=1)
+    skill: str = Field("general", min_length=1)
 
 
 class _Step(_Model):
-    after: str | float
+    after: Seconds
     level: int = Field(ge=2)
     queue: str | None = None
 
 
 class _Agent(_Model):
-    id: str
+    id: str = Field(min_length=1)
     name: str = ""
     skills: list[str]
     capacity: int = Field(5, ge=1)
@@ -65,44 +88,67 @@ class _RoutingFile(_Model):
 
 
 class Customer(_Model):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """What a ticket tells the agent about the customer (`context.customer`)."""
+
     name: str = ""
+    #: routing can match on it (`match: {tier: gold}`)
     tier: str = "standard"
+    #: how the customer prefers to be reached: email, sms, phone, app, ...
     contact: str = "email"
+    phone: str | None = None
+    email: str | None = None
+    #: wins over the device meta `location` in the ticket
     location: str | None = None
 
 
-def _load(path: Path) -> Any:
+def _check_queues(data: dict[str, Any], source: YamlSource) -> list[ConfigProblem]:
+    """Problems the models cannot see: match keys that never match, duplicate agents.
+
+    Runs on the raw data so that these are reported together with the models' problems.
+    """
+    problems = []
+    queues = data.get("queues")
+    for index, queue in enumerate(queues if isinstance(queues, list) else []):
+        match = queue.get("match") if isinstance(queue, dict) else None
+        for key, pattern in match.items() if isinstance(match, dict) else ():
+            loc: Loc = ("queues", index, "match", key)
+            if key not in MATCH_KEYS:
+                message = f"unknown match key (expected one of: {', '.join(MATCH_KEYS)})"
+                problems.append(source.problem(loc, message, key=True))
+            elif key == "kind" and not any(
+                fnmatchcase(kind, p.strip())
+                for p in str(pattern).split("|")
+                for kind in TICKET_KINDS
+            ):
+                message = f"matches no ticket kind (the kinds are {', '.join(TICKET_KINDS)})"
+                problems.append(source.problem(loc, message))
+    agents = data.get("agents")
+    seen: set[str] = set()
+    for index, agent in enumerate(agents if isinstance(agents, list) else []):
+        agent_id = agent.get("id") if isinstance(agent, dict) else None
+        if isinstance(agent_id, str) and agent_id in seen:
+            problems.append(
+                source.problem(("agents", index, "id"), f"duplicate agent {agent_id!r}")
+            )
+        seen.add(str(agent_id))
+    return problems
+
+
+def read_routing(path: Path) -> tuple[Routing, list[ConfigProblem]]:
+    """Return the routing in `path` and every problem in it (with problems, an empty routing)."""
+    source, problems = read_yaml_source(path)
+    if source is None:
+        return Routing(), problems
+    problems = _check_queues(source.data, source)
     try:
-        return YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, YAMLError) as exc:
-        raise ConfigInvalid([ConfigProblem("-", f"cannot read: {exc}", str(path))]) from exc
-
-
-def _problems(exc: ValidationError, path: Path) -> ConfigInvalid:
-    return ConfigInvalid(
-        [
-            ConfigProblem(".".join(str(p) for p in e["loc"]), e["msg"], str(path))
-            for e in exc.errors()
-        ]
-    )
-
-
-def load_routing(path: Path | None) -> Routing:
-    """Return the routing in `path`; no file means one default queue and no agents."""
-    if path is None or not path.exists():
-        return Routing()
-    try:
-        data = _RoutingFile.model_validate(_load(path))
-        steps = tuple(
-            EscalationStep(int(parse_duration(s.after) * 1000), s.level, s.queue)
-            for s in data.escalation
-        )
+        data = _RoutingFile.model_validate(source.data)
     except ValidationError as exc:
-        raise _problems(exc, path) from exc
-    except ValueError as exc:
-        raise ConfigInvalid([ConfigProblem("escalation", str(exc), str(path))]) from exc
-    return Routing(
+        problems = validation_problems(exc, _RoutingFile, source) + problems
+        return Routing(), sorted(problems, key=file_order)
+    if problems:
+        return Routing(), problems
+    steps = (EscalationStep(int(s.after * 1000), s.level, s.queue) for s in data.escalation)
+    routing = Routing(
         rules=tuple(RoutingRule(q.match, q.queue, q.skill) for q in data.queues),
         escalation=tuple(sorted(steps, key=lambda s: s.level)),
         agents=tuple(
@@ -112,18 +158,146 @@ def load_routing(path: Path | None) -> Routing:
         default_queue=data.default.queue,
         default_skill=data.default.skill,
     )
+    return routing, []
 
 
-def load_customers(path: Path | None) -> dict[str, Customer]:
-    if path is None or not path.exists():
-        return {}
-    raw = _load(path)
-    if not isinstance(raw, dict):
-        raise ConfigInvalid([ConfigProblem("-", "must map customer ids to details", str(path))])
-    try:
-        return {str(k): Customer.model_validate(v or {}) for k, v in raw.items()}
-    except ValidationError as exc:
-        raise _problems(exc, path) from exc
+def _looks_wrapped(value: object) -> bool:
+    """A customer whose details are themselves customers: a wrapping key such as `customers:`."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(inner, dict | None) for inner in value.values())
+        and not set(value) & set(Customer.model_fields)
+    )
+
+
+def read_customers(path: Path) -> tuple[dict[str, Customer], list[ConfigProblem]]:
+    """Return the customers in `path` by id and every problem in it (with problems, none)."""
+    source, problems = read_yaml_source(path)
+    if source is None:
+        return {}, problems
+    customers: dict[str, Customer] = {}
+    for customer_id, details in source.data.items():
+        if _looks_wrapped(details):
+            message = (
+                "looks like a wrapping key: the file maps customer ids straight to their "
+                f"details (remove `{customer_id}:` and unindent what it holds)"
+            )
+            problems.append(source.problem((customer_id,), message, key=True))
+            continue
+        try:
+            customers[customer_id] = Customer.model_validate(details or {})
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, Customer, source, (customer_id,)))
+    return ({} if problems else customers), problems
+
+
+@dataclass(frozen=True)
+class ServiceFileCheck:
+    """The outcome of reading one service file, for the log and for `frontline check`."""
+
+    setting: str  # actions.routing | actions.customers
+    path: Path | None
+    problems: list[ConfigProblem]
+    #: what loaded ("7 queue rule(s), ..."), or why nothing did
+    summary: str
+    #: set when a default path is absent (nothing loaded, but not an error)
+    warning: str | None = None
+
+
+#: what an absent (or unset) optional file means
+_ABSENT = {
+    "actions.routing": "every ticket goes to the default queue and no agent is assigned",
+    "actions.customers": "tickets carry no customer details",
+}
+
+
+def _absent(
+    setting: str, path: Path, default: Path | None, required: bool | None
+) -> ServiceFileCheck:
+    """A file that does not exist: an error unless it is the optional default path."""
+    where = str(path) if path.is_absolute() else f"{path} (in {Path.cwd()})"
+    if required or (required is None and path != default):
+        return ServiceFileCheck(
+            setting, path, [ConfigProblem(setting, "file not found", where)], "not found"
+        )
+    meaning = _ABSENT[setting]
+    return ServiceFileCheck(
+        setting, path, [], f"not found: {meaning}", f"{setting}: {where} not found: {meaning}"
+    )
+
+
+def _check_routing(path: Path | None, required: bool | None) -> tuple[Routing, ServiceFileCheck]:
+    setting = "actions.routing"
+    if path is None:
+        return Routing(), ServiceFileCheck(setting, None, [], f"not set: {_ABSENT[setting]}")
+    if not path.exists():
+        return Routing(), _absent(setting, path, DEFAULT_ROUTING, required)
+    routing, problems = read_routing(path)
+    summary = (
+        f"{len(routing.rules)} queue rule(s), {len(routing.escalation)} escalation step(s), "
+        f"{len(routing.agents)} agent(s)"
+    )
+    return routing, ServiceFileCheck(setting, path, problems, summary)
+
+
+def _check_customers(
+    path: Path | None, required: bool | None
+) -> tuple[dict[str, Customer], ServiceFileCheck]:
+    setting = "actions.customers"
+    if path is None:
+        return {}, ServiceFileCheck(setting, None, [], f"not set: {_ABSENT[setting]}")
+    if not path.exists():
+        return {}, _absent(setting, path, DEFAULT_CUSTOMERS, required)
+    customers, problems = read_customers(path)
+    return customers, ServiceFileCheck(setting, path, problems, f"{len(customers)} customer(s)")
+
+
+def _report(check: ServiceFileCheck) -> None:
+    if check.problems:
+        raise ConfigInvalid(check.problems)
+    if check.warning:
+        log.warning("%s", check.warning)
+    else:
+        log.info("%s %s: %s", check.setting, check.path, check.summary)
+
+
+def load_routing(path: Path | None, *, required: bool | None = None) -> Routing:
+    """Return the routing in `path`; raise ConfigInvalid with every problem.
+
+    No path means one default queue and no agents. A missing file is an error when `required`,
+    or (None) when it is not the default path; else a warning. The outcome is logged.
+    """
+    routing, check = _check_routing(path, required)
+    _report(check)
+    return routing
+
+
+def load_customers(path: Path | None, *, required: bool | None = None) -> dict[str, Customer]:
+    """Return the customers in `path` by id; raise ConfigInvalid with every problem.
+
+    A missing file is treated as in `load_routing`. The outcome is logged.
+    """
+    customers, check = _check_customers(path, required)
+    _report(check)
+    return customers
+
+
+def check_service_files(
+    routing: Path | None,
+    customers: Path | None,
+    *,
+    require_routing: bool | None = None,
+    require_customers: bool | None = None,
+) -> list[ServiceFileCheck]:
+    """Return what loading both files would say, without raising or logging (`frontline check`).
+
+    `require_*` as `required` in `load_routing`.
+    """
+    return [
+        _check_routing(routing, require_routing)[1],
+        _check_customers(customers, require_customers)[1],
+    ]
 
 
 def runbook_steps(path: Path) -> list[str]:
