@@ -46,7 +46,7 @@ from daemon.adapters.mosquitto import MosquittoProcess, free_port  # noqa: E402
 from daemon.adapters.rule_files import load_rules  # noqa: E402
 from daemon.adapters.service_files import load_routing  # noqa: E402
 from daemon.adapters.state_sqlite import SqliteStateStore  # noqa: E402
-from daemon.cli import post_to_daemon  # noqa: E402
+from daemon.cli.output import post_to_daemon  # noqa: E402
 from daemon.config import HttpSettings, Settings  # noqa: E402
 from daemon.demo import daemon_env, spawn_daemon, wait_ready  # noqa: E402
 from simulators.fleet import Fleet, FleetOptions  # noqa: E402

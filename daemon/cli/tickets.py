@@ -1,5 +1,5 @@
-"""Ticket and notice commands of the CLI: list and show read the state database; actions go
-through the running daemon's API, which owns the tickets."""
+"""Ticket and notice commands: list and show read the state database; actions go through the
+running daemon's API, which owns the tickets."""
 
 from __future__ import annotations
 
@@ -8,26 +8,32 @@ import sys
 from typing import Any
 
 import click
-from rich.table import Table
 
-from daemon.app import build_state_store
-from daemon.cli import _echo_json, _iso, _settings, cli, console, post_to_daemon
+from daemon.cli.output import (
+    add_row,
+    console,
+    echo,
+    echo_json,
+    iso,
+    post_to_daemon,
+    say,
+    settings_of,
+    state_db,
+    table,
+    text,
+)
 from daemon.config import Settings
 from daemon.core.tickets import Ticket
 
 
 async def _tickets(settings: Settings, open_only: bool) -> list[Ticket]:
-    if not (settings.data_dir / "state.db").exists():
-        return []
-    state = build_state_store(settings)
-    await state.open()
-    try:
+    async with state_db(settings) as state:
+        if state is None:
+            return []
         return [Ticket.from_json(data) for data in await state.load_tickets(open_only)]
-    finally:
-        await state.close()
 
 
-@cli.group()
+@click.group()
 def tickets() -> None:
     """Proactive service tickets: list, show, ack, assign, comment, resolve, approve."""
 
@@ -38,13 +44,14 @@ def tickets() -> None:
 @click.pass_context
 def tickets_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """List open tickets (newest last)."""
-    found = asyncio.run(_tickets(_settings(ctx), not show_all))
+    found = asyncio.run(_tickets(settings_of(ctx), not show_all))
     if as_json:
-        _echo_json([t.to_dict() for t in found])
+        echo_json([t.to_dict() for t in found])
         return
-    table = Table("id", "status", "prio", "queue", "skill", "assignee", "device", "summary")
+    listing = table("id", "status", "prio", "queue", "skill", "assignee", "device", "summary")
     for t in found:
-        table.add_row(
+        add_row(
+            listing,
             t.id,
             t.status.value,
             t.priority,
@@ -54,9 +61,9 @@ def tickets_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
             t.device,
             t.summary,
         )
-    console.print(table)
+    console.print(listing)
     if not found:
-        console.print("no tickets")
+        say("no tickets")
 
 
 @tickets.command("show")
@@ -65,53 +72,40 @@ def tickets_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 @click.pass_context
 def tickets_show(ctx: click.Context, ticket_id: str, as_json: bool) -> None:
     """Show one ticket with its full context and timeline."""
-    found = {t.id: t for t in asyncio.run(_tickets(_settings(ctx), False))}
+    found = {t.id: t for t in asyncio.run(_tickets(settings_of(ctx), False))}
     ticket = found.get(ticket_id)
     if ticket is None:
         raise click.ClickException(f"no ticket {ticket_id!r}")
     if as_json:
-        _echo_json(ticket.to_dict())
+        echo_json(ticket.to_dict())
         return
     c = ticket.context
-    console.print(f"[bold]{ticket.id}[/] {ticket.priority} {ticket.status.value}: {ticket.summary}")
-    console.print(
+    say(text(ticket.id, "bold"), f" {ticket.priority} {ticket.status.value}: {ticket.summary}")
+    say(
         f"queue {ticket.queue}, skill {ticket.skill}, assignee {ticket.assignee or '-'}, "
         f"level {ticket.level}, category {ticket.category}"
     )
     device = c.get("device", {})
-    console.print(
-        f"device {device.get('id')} online={device.get('online')} live: {c.get('live')}",
-        highlight=False,
-    )
-    console.print(f"  latest: {device.get('metrics')}", highlight=False)
-    console.print(f"customer: {c.get('customer')}", highlight=False)
-    console.print(
-        f"rule: {c.get('rule', {}).get('expr')}  trigger: {c.get('trigger')}", highlight=False
-    )
+    say(f"device {device.get('id')} online={device.get('online')} live: {c.get('live')}")
+    say(f"  latest: {device.get('metrics')}")
+    say(f"customer: {c.get('customer')}")
+    say(f"rule: {c.get('rule', {}).get('expr')}  trigger: {c.get('trigger')}")
     for metric, points in c.get("telemetry", {}).get("series", {}).items():
         values = ", ".join(f"{v:g}" for _, v in points[-8:])
-        console.print(
-            f"  {metric} (last {min(8, len(points))} of {len(points)}): {values}", highlight=False
-        )
+        say(f"  {metric} (last {min(8, len(points))} of {len(points)}): {values}")
     for entry in c.get("remediation", []):
-        console.print(
-            f"  remediation {_iso(entry['at_ms'])} {entry['event']}: {entry['detail']}",
-            highlight=False,
-        )
+        say(f"  remediation {iso(entry['at_ms'])} {entry['event']}: {entry['detail']}")
     for i, step in enumerate(c.get("runbook", {}).get("steps", []), 1):
-        console.print(f"  runbook {i}. {step}", highlight=False)
+        say(f"  runbook {i}. {step}")
     for entry in ticket.timeline:
-        console.print(
-            f"  {_iso(entry['at_ms'])} {entry['event']} by {entry['by']}: {entry['detail']}",
-            highlight=False,
-        )
+        say(f"  {iso(entry['at_ms'])} {entry['event']} by {entry['by']}: {entry['detail']}")
 
 
 def _action(action: str, help_text: str, arg: str | None = None) -> None:
     def command(ctx: click.Context, /, ticket_id: str, by: str, **kwargs: str) -> None:
         body = {"by": by, **{k: v for k, v in kwargs.items() if v}}
-        ticket = post_to_daemon(_settings(ctx), f"/api/v1/tickets/{ticket_id}/{action}", body)
-        click.echo(f"{ticket['id']}: {ticket['status']}, assignee {ticket.get('assignee') or '-'}")
+        ticket = post_to_daemon(settings_of(ctx), f"/api/v1/tickets/{ticket_id}/{action}", body)
+        echo(f"{ticket['id']}: {ticket['status']}, assignee {ticket.get('assignee') or '-'}")
 
     command.__doc__ = help_text
     # Decorators apply inside out: the extra argument first, so that it follows TICKET_ID.
@@ -129,34 +123,26 @@ _action("resolve", "Resolve a ticket.", "reason")
 _action("approve", "Approve the command a ticket asks for; it is then sent.")
 
 
-@cli.command()
+@click.command()
 @click.argument("device", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def notices(ctx: click.Context, device: str | None, as_json: bool) -> None:
     """Customer notices sent (guidance, fixed, resolved), newest first."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
 
     async def load() -> list[dict[str, Any]]:
-        if not (settings.data_dir / "state.db").exists():
-            return []
-        state = build_state_store(settings)
-        await state.open()
-        try:
-            return await state.notices(device)
-        finally:
-            await state.close()
+        async with state_db(settings) as state:
+            return [] if state is None else await state.notices(device)
 
     rows = asyncio.run(load())
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     for row in rows:
-        console.print(
-            f"{_iso(row['at_ms'])} {row['device']} [{row['kind']}] {row['title']}", highlight=False
-        )
+        say(f"{iso(row['at_ms'])} {row['device']} [{row['kind']}] {row['title']}")
         for i, step in enumerate(row.get("steps", []), 1):
-            console.print(f"    {i}. {step}", highlight=False)
+            say(f"    {i}. {step}")
     if not rows:
-        console.print("no notices")
+        say("no notices")
     sys.stdout.flush()

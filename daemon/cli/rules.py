@@ -1,0 +1,256 @@
+"""Rule commands: check, test, explain, backtest, and reload / evaluate in the running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from daemon.adapters.rule_files import load_rules, rule_paths
+from daemon.adapters.service_files import check_service_files
+from daemon.app import build_series_store, now_ms
+from daemon.cli.output import (
+    DURATION,
+    add_row,
+    console,
+    echo,
+    echo_json,
+    iso,
+    load_alert_states,
+    load_twins,
+    post_to_daemon,
+    say,
+    settings_of,
+    table,
+    text,
+)
+from daemon.config import Settings
+from daemon.core.durations import format_duration
+from daemon.core.engine import DeviceContext, Verdict, Watch, explain_rule, matches
+from daemon.core.replay import horizons, replay
+from daemon.core.twin import DeviceTwin
+from daemon.core.windows import SeriesWindows
+from daemon.rules import RuleFileInvalid, alert_params, load_valid_rules
+from daemon.ruletest import run_test_files
+
+PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _rules_or_exit(settings: Settings, paths: tuple[Path, ...]) -> list[Any]:
+    try:
+        return load_valid_rules(paths or settings.rules.paths)
+    except RuleFileInvalid as exc:
+        for problem in exc.problems:
+            echo(problem, err=True)
+        raise click.ClickException(f"{len(exc.problems)} problem(s) in the rule files") from exc
+
+
+@click.command()
+@PATHS
+@click.option("--routing", type=FILE, help="Routing file to check [actions.routing].")
+@click.option("--customers", type=FILE, help="Customers file to check [actions.customers].")
+@click.pass_context
+def check(
+    ctx: click.Context, paths: tuple[Path, ...], routing: Path | None, customers: Path | None
+) -> None:
+    """Validate rule files (default: the configured rules) and the routing and customers files;
+    print every problem with file:line:col."""
+    settings = settings_of(ctx)
+    chosen = paths or settings.rules.paths
+    groups, problems = load_rules(chosen)
+    for problem in problems:
+        echo(problem)
+    files = rule_paths(chosen)
+    rules = sum(len(g.rules) for g in groups)
+    # A file named on the command line must exist; the settings' files follow the daemon's rule.
+    services = check_service_files(
+        routing or settings.actions.routing,
+        customers or settings.actions.customers,
+        require_routing=True if routing else None,
+        require_customers=True if customers else None,
+    )
+    service_problems = [p for service in services for p in service.problems]
+    for service_problem in service_problems:
+        echo(service_problem)
+    failed = False
+    if not files:
+        echo(f"no rule files (*.yaml) in {', '.join(str(p) for p in chosen)}", err=True)
+        failed = True
+    elif problems:
+        echo(f"{len(problems)} problem(s) in {len(files)} file(s)", err=True)
+        failed = True
+    else:
+        echo(f"OK: {len(files)} file(s), {len(groups)} group(s), {rules} rule(s)")
+    for service in services:
+        if service.warning:
+            echo(f"warning: {service.warning}", err=True)
+        elif not service.problems:
+            echo(f"OK: {service.setting} {service.path or '-'}: {service.summary}")
+    if service_problems:
+        echo(f"{len(service_problems)} problem(s) in the routing and customers files", err=True)
+    if failed or service_problems:
+        sys.exit(1)
+
+
+@click.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def test_command(paths: tuple[Path, ...]) -> None:
+    """Run operator rule tests (YAML); exit 1 if any fails."""
+    results = run_test_files(paths)
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        mark = text("PASS", "green") if result.ok else text("FAIL", "red")
+        say(mark, f" {result.file}: {result.name}")
+        for failure in result.failures:
+            say(f"    {failure}")
+    echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        sys.exit(1)
+
+
+async def _explain(settings: Settings, device: str, alert: str | None) -> list[Verdict]:
+    groups = _rules_or_exit(settings, ())
+    twins, states = await load_twins(settings), await load_alert_states(settings)
+    twin = next((t for t in twins if t.id == device), None)
+    if twin is None:
+        raise click.ClickException(f"unknown device {device!r}")
+    windows = SeriesWindows(horizons(groups))
+    now = now_ms()
+    if (settings.data_dir / "series.db").exists():
+        series = build_series_store(settings)
+        await series.open()
+        try:
+            for metric, seconds in windows.horizons.items():
+                start = now - int(max(seconds, 1.0) * 1000)
+                for ts, value in await series.query_range(device, metric, start, now):
+                    windows.add(device, metric, ts, value)
+        finally:
+            await series.close()
+    # The CLI cannot see the daemon's connection; it judges liveness from the stored data.
+    watch = Watch(True, 0, 0)
+    context = DeviceContext(twin, windows, now, watch, settings.devices.inactivity_timeout)
+    by_key = {(s.device, s.alert, tuple(sorted(s.labels.items()))): s for s in states}
+    verdicts = []
+    for group in groups:
+        if not matches(group.match, twin):
+            continue
+        for rule in group.rules:
+            if alert is not None and rule.alert != alert:
+                continue
+            state = by_key.get((device, rule.alert, tuple(sorted(rule.labels.items()))))
+            params = alert_params(settings.rules, rule)
+            verdicts.append(explain_rule(group, rule, context, state, params))
+    return verdicts
+
+
+@click.command()
+@click.argument("device")
+@click.argument("alert", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def explain(ctx: click.Context, device: str, alert: str | None, as_json: bool) -> None:
+    """Say, for each rule matching DEVICE, why it fires or why not."""
+    verdicts = asyncio.run(_explain(settings_of(ctx), device, alert))
+    if as_json:
+        echo_json([v.to_dict() for v in verdicts])
+        return
+    if not verdicts:
+        echo(f"no rule matches {device}" + (f" named {alert}" if alert else ""))
+        return
+    for verdict in verdicts:
+        colour = {"firing": "red", "pending": "yellow", "resolved": "green"}.get(
+            verdict.phase, "dim"
+        )
+        say(
+            text(verdict.alert, "bold"),
+            f" ({verdict.group}) on {verdict.device}: ",
+            text(verdict.phase, colour),
+        )
+        for detail in verdict.details:
+            say(f"  {detail}")
+
+
+async def _backtest(
+    settings: Settings, paths: tuple[Path, ...], since: float
+) -> tuple[list[dict[str, object]], int]:
+    groups = _rules_or_exit(settings, paths)
+    twins = await load_twins(settings)
+    needed = horizons(groups)
+    now = now_ms()
+    start = now - int(since * 1000)
+    longest = int(max([*needed.values(), 0.0]) * 1000)
+    samples: list[tuple[int, str, str, float]] = []
+    selected = {t.id: t for t in twins if any(matches(g.match, t) for g in groups)}
+    series = build_series_store(settings)
+    await series.open()
+    try:
+        for device in selected:
+            for metric in needed:
+                points = await series.query_range(device, metric, start - longest, now)
+                samples.extend((ts, device, metric, value) for ts, value in points)
+    finally:
+        await series.close()
+    samples.sort()
+    fresh = {d: DeviceTwin(d, first_seen_ms=start, meta=t.meta) for d, t in selected.items()}
+    result = replay(groups, fresh, samples, start, now, lambda r: alert_params(settings.rules, r))
+    rows: list[dict[str, object]] = [
+        {
+            "at": iso(t.at_ms),
+            "alert": t.alert,
+            "device": t.device,
+            "from": t.from_phase.value,
+            "to": t.to_phase.value,
+            "value": t.value,
+        }
+        for t in result.transitions
+    ]
+    return rows, result.evaluations
+
+
+@click.command()
+@PATHS
+@click.option("--since", type=DURATION, default="7d", show_default=True, help="How far back.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def backtest(ctx: click.Context, paths: tuple[Path, ...], since: float, as_json: bool) -> None:
+    """Replay stored history through rules; print what would have fired and when."""
+    rows, evaluations = asyncio.run(_backtest(settings_of(ctx), paths, since))
+    if as_json:
+        echo_json(rows)
+        return
+    shown = table("time (UTC)", "alert", "device", "transition", "value")
+    for row in rows:
+        change = f"{row['from']} -> {row['to']}"
+        add_row(shown, row["at"], row["alert"], row["device"], change, row["value"])
+    console.print(shown)
+    fired = sum(1 for r in rows if r["to"] == "firing")
+    over = format_duration(since)
+    say(f"{evaluations} group evaluations over {over}: {fired} firing transitions")
+
+
+@click.command()
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Ask the running daemon to reload its rules (same as SIGHUP); print the outcome."""
+    try:
+        result = post_to_daemon(settings_of(ctx), "/api/v1/rules/reload", {})
+    except click.ClickException as exc:
+        for problem in str(exc.message).split("\n"):
+            echo(problem, err=True)
+        raise click.ClickException("reload rejected; the previous rules keep running") from exc
+    echo(f"reloaded: {result['groups']} groups, {result['rules']} rules")
+
+
+@click.command()
+@click.argument("group")
+@click.pass_context
+def evaluate(ctx: click.Context, group: str) -> None:
+    """Evaluate a scheduled (usage) rule group now in the running daemon."""
+    result = post_to_daemon(settings_of(ctx), f"/api/v1/rules/groups/{group}/evaluate", {})
+    for t in result["transitions"]:
+        echo(f"{t['alert']} on {t['device']}: {t['from_phase']} -> {t['to_phase']}")
+    echo(f"{len(result['transitions'])} transition(s)")
