@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.core.alerts import AlertParams, AlertState, Phase, identity, resolve, step
+from daemon.core.alerts import (
+    AlertParams,
+    AlertState,
+    Phase,
+    identity,
+    pending_ms,
+    resolve,
+    step,
+)
 
 S = 1000
 M = 60 * S
@@ -45,18 +53,64 @@ CASES = {
         [(0, "pending", "inactive->pending"), (M, "gone", "pending->inactive"),
          (2 * M, "gone", None)],
     ),
-    "keep firing for holds a brief dip": (
+    "keep firing for holds a brief dip, counted from the first false evaluation": (
         AlertParams(keep_firing_for_ms=2 * M),
-        [(0, True), (M, False), (2 * M, True), (3 * M, False), (4 * M, False), (5 * M, False)],
+        [(0, True), (M, False), (2 * M, True), (3 * M, False), (4 * M, False), (5 * M, False),
+         (6 * M, False)],
         [(0, "firing", "inactive->firing"), (M, "firing", None), (2 * M, "firing", None),
-         (3 * M, "firing", None), (4 * M, "resolved", "firing->resolved"),
-         (5 * M, "resolved", None)],
+         (3 * M, "firing", None), (4 * M, "firing", None),
+         (5 * M, "resolved", "firing->resolved"), (6 * M, "resolved", None)],
+    ),
+    # the issue's case: 10 s on a 10 s group resolved at the first false evaluation, then went
+    # pending and fired a second time; Prometheus holds it one evaluation
+    "keep firing for equal to the interval holds one evaluation": (
+        AlertParams(keep_firing_for_ms=10 * S),
+        [(0, True), (10 * S, False), (20 * S, True), (30 * S, False), (40 * S, False)],
+        [(0, "firing", "inactive->firing"), (10 * S, "firing", None), (20 * S, "firing", None),
+         (30 * S, "firing", None), (40 * S, "resolved", "firing->resolved")],
+    ),
+    "any keep firing for holds the first false evaluation": (
+        AlertParams(keep_firing_for_ms=5 * S),
+        [(0, True), (10 * S, False), (20 * S, False)],
+        [(0, "firing", "inactive->firing"), (10 * S, "firing", None),
+         (20 * S, "resolved", "firing->resolved")],
+    ),
+    "unknown evaluations do not stop the keep firing for clock": (
+        AlertParams(keep_firing_for_ms=30 * S),
+        [(0, True), (10 * S, False), (20 * S, None), (30 * S, None), (40 * S, False)],
+        [(0, "firing", "inactive->firing"), (10 * S, "firing", None), (20 * S, "firing", None),
+         (30 * S, "firing", None), (40 * S, "resolved", "firing->resolved")],
     ),
     "unknown neither fires nor resolves": (
         AlertParams(for_ms=M),
         [(0, True), (M, None), (2 * M, True), (3 * M, None), (4 * M, None)],
         [(0, "pending", "inactive->pending"), (M, "pending", None),
          (2 * M, "firing", "pending->firing"), (3 * M, "firing", None), (4 * M, "firing", None)],
+    ),
+    # the issue's case: pending at 10 s, no data until 400 s, data again from 410 s; it used to
+    # fire at 410 s on the first sample after the gap. Each true evaluation counts the time since
+    # the evaluation before it: 410 s counts 10 s, so `for: 1m` is served at 460 s, on the
+    # seventh true evaluation, as many as Prometheus needs without a gap.
+    "a gap pauses for without resetting it": (
+        AlertParams(for_ms=M),
+        [(10 * S, True), *((t * S, None) for t in range(20, 401, 10)),
+         *((t * S, True) for t in range(410, 461, 10))],
+        [(10 * S, "pending", "inactive->pending"),
+         *((t * S, "pending", None) for t in range(20, 451, 10)),
+         (460 * S, "firing", "pending->firing")],
+    ),
+    "for counts the true evaluations on both sides of a gap": (
+        AlertParams(for_ms=30 * S),
+        [(0, True), (10 * S, True), (20 * S, None), (30 * S, True), (40 * S, True)],
+        [(0, "pending", "inactive->pending"), (10 * S, "pending", None),
+         (20 * S, "pending", None), (30 * S, "pending", None),
+         (40 * S, "firing", "pending->firing")],
+    ),
+    "for fires at the first evaluation at or after it, as in Prometheus": (
+        AlertParams(for_ms=25 * S),
+        [(0, True), (10 * S, True), (20 * S, True), (30 * S, True)],
+        [(0, "pending", "inactive->pending"), (10 * S, "pending", None),
+         (20 * S, "pending", None), (30 * S, "firing", "pending->firing")],
     ),
     "resolved kept for retention then forgotten": (
         AlertParams(resolved_retention_ms=10 * M, flap_window_ms=5 * M),
@@ -134,9 +188,37 @@ def test_state_survives_json_round_trip() -> None:
     """Test that a persisted state loads back equal (what restarts rely on)."""
     state = AlertState(
         "k", "d", "A", {"severity": "major"}, Phase.FIRING, 1, 2, None, 3, 4, None, 85.5,
-        (2,), True, {"summary": "hot"}, "g", False,
+        (2,), True, {"summary": "hot"}, "g", False, 7, 4,
     )  # fmt: skip
     assert AlertState.from_json(state.to_json()) == state
+
+
+def test_state_persisted_before_the_gap_and_hold_fields_loads() -> None:
+    """Test that a state stored without unknown_ms/keep_firing_since_ms loads with defaults."""
+    stored = (
+        b'{"key":"k","device":"d","alert":"A","labels":{},"phase":"pending","active_since_ms":0,'
+        b'"fired_at_ms":null,"resolved_at_ms":null,"last_true_ms":0,"last_eval_ms":0,'
+        b'"cooldown_until_ms":null,"value":1.0,"firings":[],"flapping":false,"annotations":{},'
+        b'"group":"g","dry_run":false}'
+    )
+    state = AlertState.from_json(stored)
+    assert (state.unknown_ms, state.keep_firing_since_ms) == (0, None)
+    new, transition = step(state, True, M, AlertParams(for_ms=M))
+    assert new is not None
+    assert new.phase is Phase.FIRING
+    assert transition is not None
+
+
+def test_pending_ms_leaves_out_unknown_time() -> None:
+    """Test that pending_ms counts the time since going pending minus the unknown stretches."""
+    state = AlertState("k", "d", "A", {}, Phase.PENDING, active_since_ms=0, last_eval_ms=0)
+    params = AlertParams(for_ms=10 * M)
+    for now, condition in [(M, None), (2 * M, None), (3 * M, True)]:
+        new, _ = step(state, condition, now, params)
+        assert new is not None
+        state = new
+    assert state.unknown_ms == 2 * M
+    assert pending_ms(state, 3 * M) == M
 
 
 def test_resolve_on_removal_only_for_firing() -> None:

@@ -182,3 +182,71 @@ def test_replay_reports_transitions_at_group_ticks() -> None:
     hot = [(t.to_phase.value, (t.at_ms - T0) // S) for t in result.transitions if t.alert == "Hot"]
     # avg over 30s first exceeds 80 at 50s (mean of 60,60,95,95,95,95 = 83.3)
     assert hot == [("pending", 50), ("firing", 70)]
+
+
+def _run_hot(temps: list[float | None]) -> tuple[list[tuple[int, str, object]], AlertState | None]:
+    """Evaluate the group every 10 s over one reading per step (None = no reading)."""
+    group = _group()
+    windows = SeriesWindows({"temp": 30})
+    device = twin(last_seen_ms=T0, meta={"max_temp": 85})
+    watch = Watch(True, T0 - 3600 * S, 0)
+    states: dict[str, AlertState] = {}
+    seen: list[tuple[int, str, object]] = []
+    for i, temp in enumerate(temps):
+        now = T0 + i * 10 * S
+        if temp is not None:
+            windows.add("d1", "temp", now, temp)
+            device.metrics["temp"] = (now, temp)
+        ctx = DeviceContext(device, windows, now, watch, 600.0)
+        updates, transitions = evaluate_group(
+            group, now, [ctx], states, lambda _r: AlertParams(for_ms=60 * S)
+        )
+        for key, state in updates.items():
+            if state is None:
+                states.pop(key, None)
+            else:
+                states[key] = state
+        seen.extend((i, t.to_phase.value, t.value) for t in transitions if t.alert == "Hot")
+    return seen, next((s for s in states.values() if s.alert == "Hot"), None)
+
+
+def test_a_pending_alert_that_clears_carries_the_clearing_value() -> None:
+    """Test that pending -> inactive reports the value that cleared it, not the pending one."""
+    # 30-s averages: 90, 90, 90, then 20 joins: (90 + 90 + 20) / 3 is still 66.7 < 85
+    seen, state = _run_hot([90.0, 90.0, 90.0, 20.0])
+    assert seen == [(0, "pending", 90.0), (3, "inactive", pytest.approx(200 / 3))]
+    assert state is None
+
+
+def test_a_pending_alert_value_follows_each_evaluation() -> None:
+    """Test that a pending alert's value is updated at every evaluation, as a firing one's is."""
+    seen, state = _run_hot([90.0, 92.0, 94.0])
+    assert seen == [(0, "pending", 90.0)]
+    assert state is not None
+    assert state.phase is Phase.PENDING
+    assert state.value == pytest.approx(92.0)  # the 30-s average of 90, 92, 94
+
+
+def test_a_gap_pauses_pending_in_the_engine() -> None:
+    """Test that an empty window (unknown) neither counts towards `for` nor resets it."""
+    # readings at 0-20 s and from 130 s: the 30-s window is true up to 40 s, empty from 50 s to
+    # 120 s. True evaluations count 40 s before the gap and reach `for: 1m` at 140 s; counting
+    # through the gap used to fire at 130 s, on the first reading after it.
+    seen, state = _run_hot([90.0, 90.0, 90.0, *[None] * 10, 90.0, 90.0])
+    assert [(i, phase) for i, phase, _ in seen] == [(0, "pending"), (14, "firing")]
+    assert state is not None
+
+
+def test_explain_says_pending_is_paused_without_data() -> None:
+    """Test that explain shows the `for` progress of the last evaluation when there is no data."""
+    group = _group()
+    rule = group.rules[0]
+    now = T0 + 50 * S
+    ctx = DeviceContext(twin(last_seen_ms=T0), SeriesWindows({"temp": 30}), now, ALWAYS, 600.0)
+    pending = AlertState(
+        "k", "d1", "Hot", {}, Phase.PENDING, active_since_ms=T0, last_true_ms=T0 + 20 * S,
+        last_eval_ms=T0 + 40 * S, unknown_ms=20 * S,
+    )  # fmt: skip
+    verdict = explain_rule(group, rule, ctx, pending, AlertParams(for_ms=60 * S))
+    assert verdict.condition is None
+    assert "pending for 20s of 1m (paused: no data)" in verdict.details

@@ -3,6 +3,13 @@
 Pure: `step(state, condition, now_ms, params)` returns the new state and the transition, if any.
 Identity = device + alert + labels. Only transitions are events; a restart that reloads the
 states emits nothing new, so a firing alert is not announced twice.
+
+`for` and `keep_firing_for` follow Prometheus (rules/alerting.go) where data is present: a pending
+alert fires at the first evaluation at least `for` after it went pending, and a firing alert whose
+condition turns false resolves at the first evaluation at least `keep_firing_for` after the first
+false one. Where Prometheus treats no data as false, an unknown condition here changes no phase:
+a pending alert's `for` pauses (the time since the previous evaluation is not counted), and a
+firing alert does not resolve (see docs/rules.md, "Coming from Prometheus").
 """
 
 from __future__ import annotations
@@ -58,6 +65,11 @@ class AlertState:
     annotations: Mapping[str, str] = field(default_factory=dict)
     group: str = ""
     dry_run: bool = False
+    #: while pending: time of unknown evaluations since `active_since_ms`, not counted for `for`
+    unknown_ms: int = 0
+    #: while firing: the first false evaluation since the condition was last true (Prometheus's
+    #: KeepFiringSince); `keep_firing_for` and the flap hold count from it
+    keep_firing_since_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -119,13 +131,21 @@ def _fire(state: AlertState, now_ms: int, params: AlertParams) -> AlertState:
     flapping = state.flapping or len(firings) >= params.flap_threshold
     return replace(
         state, phase=Phase.FIRING, fired_at_ms=now_ms, resolved_at_ms=None, last_true_ms=now_ms,
-        firings=firings, flapping=flapping, cooldown_until_ms=None,
+        firings=firings, flapping=flapping, cooldown_until_ms=None, keep_firing_since_ms=None,
     )  # fmt: skip
 
 
 def _activate(state: AlertState, now_ms: int, params: AlertParams) -> AlertState:
-    pending = replace(state, phase=Phase.PENDING, active_since_ms=now_ms, last_true_ms=now_ms)
+    pending = replace(
+        state, phase=Phase.PENDING, active_since_ms=now_ms, last_true_ms=now_ms, unknown_ms=0
+    )
     return _fire(pending, now_ms, params) if params.for_ms <= 0 else pending
+
+
+def pending_ms(state: AlertState, now_ms: int) -> int:
+    """Return how much of `for` a pending alert has served if its condition is true at `now_ms`."""
+    since = state.active_since_ms if state.active_since_ms is not None else now_ms
+    return now_ms - since - state.unknown_ms
 
 
 Step = tuple[AlertState | None, Transition | None]
@@ -142,9 +162,8 @@ def _step_pending(s: AlertState, condition: bool, now_ms: int, params: AlertPara
     if not condition:
         new = replace(s, phase=Phase.INACTIVE, active_since_ms=None)
         return None, _transition(s, new, now_ms, "condition cleared before `for`")
-    since = s.active_since_ms if s.active_since_ms is not None else now_ms
     s = replace(s, last_true_ms=now_ms)
-    if now_ms - since < params.for_ms:
+    if pending_ms(s, now_ms) < params.for_ms:
         return s, None
     new = _fire(s, now_ms, params)
     return new, _transition(s, new, now_ms)
@@ -152,14 +171,17 @@ def _step_pending(s: AlertState, condition: bool, now_ms: int, params: AlertPara
 
 def _step_firing(s: AlertState, condition: bool, now_ms: int, params: AlertParams) -> Step:
     if condition:
-        return replace(s, last_true_ms=now_ms), None
-    last_true = s.last_true_ms if s.last_true_ms is not None else now_ms
+        return replace(s, last_true_ms=now_ms, keep_firing_since_ms=None), None
+    # As in Prometheus, the hold counts from the first false evaluation, not from the last true
+    # one: counting from the last true one resolved an interval early, and a hold no longer than
+    # the group's interval did nothing at all.
+    since = s.keep_firing_since_ms if s.keep_firing_since_ms is not None else now_ms
     hold = max(params.keep_firing_for_ms, params.flap_hold_ms if s.flapping else 0)
-    if now_ms - last_true < hold:
-        return s, None
+    if now_ms - since < hold:
+        return replace(s, keep_firing_since_ms=since), None
     new = replace(
         s, phase=Phase.RESOLVED, resolved_at_ms=now_ms, active_since_ms=None,
-        cooldown_until_ms=now_ms + params.cooldown_ms, flapping=False,
+        cooldown_until_ms=now_ms + params.cooldown_ms, flapping=False, keep_firing_since_ms=None,
     )  # fmt: skip
     return new, _transition(s, new, now_ms)
 
@@ -191,13 +213,19 @@ _STEPS = {
 def step(state: AlertState, condition: bool | None, now_ms: int, params: AlertParams) -> Step:
     """Advance one identity by one evaluation.
 
-    `condition` None means unknown (no data, device not watched): nothing changes, so an alert
-    neither fires nor resolves on missing data. Returns (None, ...) when the identity can be
-    forgotten (inactive, or resolved past its retention).
+    `condition` None means unknown (no data, device not watched): no phase changes, so an alert
+    neither fires nor resolves on missing data, and a pending alert does not count the time since
+    the previous evaluation towards `for` (it pauses; it does not start over). Returns
+    (None, ...) when the identity can be forgotten (inactive, or resolved past its retention).
     """
     current = replace(state, last_eval_ms=now_ms)
     if condition is None:
-        return (None if current.phase is Phase.INACTIVE else current), None
+        if current.phase is Phase.INACTIVE:
+            return None, None
+        if current.phase is Phase.PENDING:
+            previous = state.last_eval_ms if state.last_eval_ms is not None else now_ms
+            current = replace(current, unknown_ms=state.unknown_ms + max(0, now_ms - previous))
+        return current, None
     return _STEPS[current.phase](current, condition, now_ms, params)
 
 

@@ -11,7 +11,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
-from daemon.core.alerts import AlertParams, AlertState, Phase, Transition, identity, step
+from daemon.core.alerts import (
+    AlertParams,
+    AlertState,
+    Phase,
+    Transition,
+    identity,
+    pending_ms,
+    step,
+)
 from daemon.core.durations import format_duration
 from daemon.core.expr import Binary, Node
 from daemon.core.expr_eval import Value, evaluate, explain, summarize
@@ -195,20 +203,24 @@ def evaluate_group(
                 old = AlertState(key, device, rule.alert, dict(rule.labels), group=group.name)
             old = replace(old, dry_run=rule.mode == "dry-run", group=group.name)
             new, transition = step(old, condition, now_ms, params)
-            if new is not None and (transition is not None or new.phase is Phase.FIRING):
+            active = new is not None and new.phase in {Phase.PENDING, Phase.FIRING}
+            if transition is not None or active:
+                # Every transition carries the value of the evaluation that made it (a pending
+                # alert that clears reports the clearing value, not the one it went pending on).
                 value = _reported(evaluate(value_node, ctx))
-                new = replace(new, value=value)
-                if transition is not None and new.phase in {Phase.PENDING, Phase.FIRING}:
+                if new is not None:
+                    new = replace(new, value=value)
+                if transition is not None:
+                    transition = replace(transition, value=value)
+                if transition is not None and new is not None and active:
                     context = template_context(ctx.twin, rule, value)
                     annotations = {
                         k: render_template(t, context) for k, t in rule.annotations.items()
                     }
                     new = replace(new, annotations=annotations)
-                    transition = replace(transition, value=value, annotations=annotations)
+                    transition = replace(transition, annotations=annotations)
             if transition is not None:
-                transitions.append(
-                    replace(transition, value=new.value if new else transition.value)
-                )
+                transitions.append(transition)
             if new != states.get(key):
                 updates[key] = new
     return updates, transitions
@@ -245,14 +257,19 @@ def explain_rule(
     details: list[str] = [f"expression {summarize(tree)}"]
     phase = state.phase.value if state else Phase.INACTIVE.value
     if state is not None and state.phase is Phase.PENDING and state.active_since_ms is not None:
-        waited = (now - state.active_since_ms) / 1000
+        # With no data now, `for` is paused where the last evaluation left it.
+        at = now if condition is not None or state.last_eval_ms is None else state.last_eval_ms
+        waited = max(0, pending_ms(state, at)) / 1000
+        paused = "" if condition is not None else " (paused: no data)"
         details.append(
             f"pending for {format_duration(waited)} of {format_duration(params.for_ms / 1000)}"
+            f"{paused}"
         )
     if state is not None and state.phase is Phase.FIRING and state.fired_at_ms is not None:
         details.append(f"firing since {format_duration((now - state.fired_at_ms) / 1000)} ago")
-        if condition is False and state.last_true_ms is not None:
-            held = (now - state.last_true_ms) / 1000
+        if condition is False:
+            since = state.keep_firing_since_ms if state.keep_firing_since_ms is not None else now
+            held = (now - since) / 1000
             details.append(
                 f"condition false for {format_duration(held)}; kept firing for "
                 f"{format_duration(params.keep_firing_for_ms / 1000)}"
