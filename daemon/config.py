@@ -10,14 +10,25 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
 from daemon.adapters.webhook import WebhookSettings
-from daemon.core.durations import parse_duration
+from daemon.core.durations import format_duration, parse_duration
+from daemon.core.rulefmt import MAX_WINDOW_S
+from daemon.core.twin import MAX_DEVICES, MAX_NAMES
 from daemon.errors import ConfigInvalid, ConfigProblem
 
 ENV_PREFIX = "FRONTLINE_"
@@ -70,14 +81,20 @@ class HttpSettings(_Section):
 
 class StoreSettings(_Section):
     kind: Literal["sqlite"] = "sqlite"
+    #: telemetry points older than this are deleted; devices without meta silent this long too
     retention: Seconds = 30 * 86400
     batch_points: int = Field(5000, ge=1, le=1_000_000)
+    #: alert events, resolved tickets, notices and finished remediations are kept this long
+    history_retention: Seconds = 90 * 86400
 
 
 class IngestSettings(_Section):
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     max_batch: int = Field(1000, ge=1)
     dead_letter_retention: Seconds = 7 * 86400
+    #: dead letters kept at most (rows, and bytes of topic + detail + payload); oldest go first
+    dead_letter_max_rows: int = Field(10_000, ge=1)
+    dead_letter_max_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
     #: seconds allowed to drain and flush on SIGTERM before the rest is left to the broker
     drain_timeout: Seconds = 10.0
 
@@ -85,6 +102,10 @@ class IngestSettings(_Section):
 class DeviceSettings(_Section):
     #: seconds of silence after which a device counts as offline (meta `inactivity_timeout` wins)
     inactivity_timeout: Seconds = 600.0
+    #: devices known at most: messages from new ids past this are dead-lettered (`cardinality`)
+    max_known: int = Field(MAX_DEVICES, ge=1)
+    #: metric and attribute names per device at most: new names past this are dead-lettered
+    max_metrics: int = Field(MAX_NAMES, ge=1)
 
 
 class RulesSettings(_Section):
@@ -104,6 +125,8 @@ class RulesSettings(_Section):
     flap_hold: Seconds = 900.0
     #: devices evaluated before yielding to the event loop (keeps ingest flowing)
     chunk: int = Field(500, ge=1)
+    #: the longest window (and `for`) a rule may use; at most `store.retention`
+    max_window: Seconds = MAX_WINDOW_S
 
 
 class ActionsSettings(_Section):
@@ -161,6 +184,26 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives through init kwargs; the environment overrides it.
         return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _windows_within_retention(self) -> Settings:
+        # A rule window longer than the stored history would read what is no longer kept.
+        if self.rules.max_window > self.store.retention:
+            message = (
+                "{window} is longer than store.retention ({retention}): rule windows would read"
+                " history that is not kept; lower rules.max_window or raise store.retention"
+            )
+            context = {
+                "window": format_duration(self.rules.max_window),
+                "retention": format_duration(self.store.retention),
+            }
+            error = InitErrorDetails(
+                type=PydanticCustomError("window_past_retention", message, context),
+                loc=("rules", "max_window"),
+                input=self.rules.max_window,
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [error])
+        return self
 
 
 def _plain(node: object, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> object:

@@ -322,3 +322,116 @@ def test_from_dict_of_fresh_twin() -> None:
     """Test that a twin with no data at all round-trips too."""
     twin = DeviceTwin("fresh", T0)
     assert DeviceTwin.from_dict(orjson.loads(orjson.dumps(twin.to_dict()))) == twin
+
+
+# (description, twin built by these messages, message to admit, refused?)
+ADMIT_CASES = [
+    ("known device, known metric", [telemetry("a", (T0, {"v": 1.0}, {}))],
+     telemetry("a", (T0 + 1, {"v": 2.0}, {})), False),
+    ("new device under the bound", [telemetry("a", (T0, {"v": 1.0}, {}))],
+     telemetry("b", (T0, {"v": 1.0}, {})), False),
+    ("new device at the bound", [telemetry("a", (T0, {"v": 1.0}, {})), Status("b", "online")],
+     telemetry("c", (T0, {"v": 1.0}, {})), True),
+    ("status of a new device at the bound", [Meta("a", {}), Status("b", "online")],
+     Status("c", "offline"), True),
+    ("meta of a new device at the bound", [Meta("a", {}), Status("b", "online")],
+     Meta("c", {"model": "m"}), True),
+    ("a reply is no twin", [Meta("a", {}), Status("b", "online")],
+     Reply("c", "cmd-1", b"{}"), False),
+    ("known device at the name bound, known names",
+     [telemetry("a", (T0, {"x": 1, "y": 2}, {"m": "e"}))],
+     telemetry("a", (T0 + 1, {"x": 3, "y": 4}, {"m": "f"})), False),
+    ("new metric past the name bound", [telemetry("a", (T0, {"x": 1, "y": 2}, {"m": "e"}))],
+     telemetry("a", (T0 + 1, {"z": 3}, {})), True),
+    ("new attribute past the name bound", [telemetry("a", (T0, {"x": 1, "y": 2}, {"m": "e"}))],
+     telemetry("a", (T0 + 1, {}, {"n": "g"})), True),
+    ("a new device's first message with too many names", [],
+     telemetry("a", (T0, {"w": 1, "x": 1, "y": 1, "z": 1}, {})), True),
+    ("names counted across the samples of a batch", [telemetry("a", (T0, {"x": 1}, {}))],
+     telemetry("a", (T0 + 1, {"y": 1}, {}), (T0 + 2, {"z": 1}, {}), (T0 + 3, {"w": 1}, {})), True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "message", "refused"),
+    [case[1:] for case in ADMIT_CASES],
+    ids=[case[0] for case in ADMIT_CASES],
+)
+def test_admit_refuses_only_growth_past_the_bounds(
+    before: list[Message], message: Message, refused: bool
+) -> None:
+    """Test that admit refuses a new device or new names past the bounds, and nothing else."""
+    twins = Twins(max_devices=2, max_names=3)
+    for known in before:
+        twins.apply(known, T0)
+    reason = twins.admit(message)
+    assert (reason is not None) == refused, reason
+    if reason is not None:
+        assert "devices.max_" in reason
+
+
+def test_flood_of_new_ids_stops_at_the_device_bound() -> None:
+    """Test that applying only admitted messages keeps the fleet at max_devices."""
+    twins = Twins(max_devices=100)
+    refused = 0
+    for i in range(1_000):
+        message = telemetry(f"flood-{i}", (T0 + i, {"v": 1.0}, {}))
+        if twins.admit(message) is None:
+            twins.apply(message, T0 + i)
+        else:
+            refused += 1
+    assert len(twins) == 100
+    assert refused == 900
+    assert twins.admit(telemetry("flood-5", (T0, {"v": 2.0}, {}))) is None  # known: flows
+
+
+# (description, messages, announced?)
+ANNOUNCED_CASES = [
+    ("telemetry only", [telemetry("a", (T0, {"v": 1.0}, {}))], False),
+    ("meta", [telemetry("a", (T0, {"v": 1.0}, {})), Meta("a", {"model": "m"})], True),
+    ("empty meta says nothing", [telemetry("a", (T0, {"v": 1.0}, {})), Meta("a", {})], False),
+    ("online status", [Status("a", "online")], True),
+    ("last will", [telemetry("a", (T0, {"v": 1.0}, {})), Status("a", "offline")], True),
+]
+
+
+@pytest.mark.parametrize(
+    ("messages", "announced"),
+    [case[1:] for case in ANNOUNCED_CASES],
+    ids=[case[0] for case in ANNOUNCED_CASES],
+)
+def test_announced_needs_meta_or_a_status(messages: list[Message], announced: bool) -> None:
+    """Test that a device counts as announced once it sent meta or a status, not telemetry alone."""
+    twins = Twins()
+    for message in messages:
+        twins.apply(message, T0)
+    twin = twins.get("a")
+    assert twin is not None
+    assert twin.announced is announced
+
+
+def test_forgettable_selects_silent_devices_without_meta() -> None:
+    """Test that only devices without meta and silent since the cut-off are forgettable."""
+    twins = Twins()
+    twins.apply(telemetry("old", (T0, {"v": 1.0}, {})), T0)
+    twins.apply(telemetry("recent", (T0, {"v": 1.0}, {})), T0 + 50 * S)
+    twins.apply(telemetry("described", (T0, {"v": 1.0}, {})), T0)
+    twins.apply(Meta("described", {"model": "m"}), T0)
+    twins.apply(telemetry("status-later", (T0, {"v": 1.0}, {})), T0)
+    twins.apply(Status("status-later", "offline"), T0 + 50 * S)
+    assert twins.forgettable(T0 + 10 * S) == ["old"]
+    assert twins.forgettable(T0 + 100 * S) == ["old", "recent", "status-later"]
+
+
+def test_forget_removes_twins_and_their_dirty_mark() -> None:
+    """Test that forgotten twins are gone, are not saved again, and come back as new devices."""
+    twins = Twins()
+    twins.apply(telemetry("a", (T0, {"v": 1.0}, {})), T0)
+    twins.apply(telemetry("b", (T0, {"v": 1.0}, {})), T0)
+    assert twins.forget(["a", "unknown"]) == ["a"]
+    assert twins.get("a") is None
+    assert [t.id for t in twins.take_dirty()] == ["b"]
+    twins.apply(telemetry("a", (T0 + 9, {"v": 2.0}, {})), T0 + 9)
+    again = twins.get("a")
+    assert again is not None
+    assert again.first_seen_ms == T0 + 9

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon.core.rulefmt import Group, RuleProblem, check_groups, parse_rule_file
+from daemon.core.rulefmt import MAX_WINDOW_S, Group, RuleProblem, check_groups, parse_rule_file
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -24,8 +24,14 @@ def rule_paths(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def load_rules(paths: Iterable[Path]) -> tuple[list[Group], list[RuleProblem]]:
-    """Return every group in `paths` and every problem, across all files."""
+def load_rules(
+    paths: Iterable[Path], max_window_s: float | None = MAX_WINDOW_S
+) -> tuple[list[Group], list[RuleProblem]]:
+    """Return every group in `paths` and every problem, across all files.
+
+    A window (or `for`) longer than `max_window_s` is a problem: pass the daemon's
+    `rules.max_window` (the default is that setting's default; None checks nothing).
+    """
     groups: list[Group] = []
     problems: list[RuleProblem] = []
     for path in rule_paths(paths):
@@ -39,7 +45,7 @@ def load_rules(paths: Iterable[Path]) -> tuple[list[Group], list[RuleProblem]]:
         def exists(reference: str, base: Path = base) -> bool:
             return (base / reference).is_file()
 
-        file_groups, file_problems = parse_rule_file(text, str(path), exists)
+        file_groups, file_problems = parse_rule_file(text, str(path), exists, max_window_s)
         groups.extend(file_groups)
         problems.extend(file_problems)
     problems.extend(check_groups(groups))

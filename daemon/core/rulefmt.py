@@ -16,8 +16,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from daemon.core.durations import parse_duration
-from daemon.core.expr import ExprError, Node, parse_expr
+from daemon.core.durations import format_duration, parse_duration
+from daemon.core.expr import FUNCTIONS, Call, ExprError, Node, parse_expr, walk
+from daemon.core.expr_syntax import literal_seconds
 from daemon.core.templates import TemplateInvalid, check_template
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
@@ -26,6 +27,8 @@ LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 TICKET_POLICIES = ("on_failure", "always", "never")
 MODES = ("live", "dry-run")
 DEFAULT_INTERVAL_S = 30.0
+#: default of `rules.max_window`: the longest history a rule may read (docs/operations.md)
+MAX_WINDOW_S = 7 * 86400.0
 
 Mode = Literal["live", "dry-run"]
 
@@ -109,10 +112,17 @@ _STEP_KEYS = {"command", "params", "timeout", "verify", "max_attempts"}
 
 
 class _Checker:
-    def __init__(self, filename: str, lines: list[str], exists: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        filename: str,
+        lines: list[str],
+        exists: Callable[[str], bool],
+        max_window_s: float | None = None,
+    ) -> None:
         self.file = filename
         self.lines = lines
         self.exists = exists
+        self.max_window_s = max_window_s
         self.problems: list[RuleProblem] = []
         self.rule: str | None = None
 
@@ -302,6 +312,7 @@ def _parse_rule(
     for_s = c.duration(rule, "for", 0.0)
     keep = c.duration(rule, "keep_firing_for", 0.0)
     cooldown = c.duration(rule, "cooldown", 0.0)
+    _check_window_bound(c, rule, expr, {"for": for_s, "keep_firing_for": keep})
     c.rule = None
     if not ok or expr is None or not isinstance(alert, str) or not isinstance(expr_text, str):
         return None
@@ -312,6 +323,38 @@ def _parse_rule(
         guide=guide if isinstance(guide, str) else None,
         ticket=ticket if ticket in TICKET_POLICIES else "on_failure", mode=rule_mode,
     )  # fmt: skip
+
+
+def _check_window_bound(
+    c: _Checker, rule: CommentedMap, expr: Node | None, durations: Mapping[str, float]
+) -> None:
+    """Report every window (and `for`, `keep_firing_for`) longer than `rules.max_window`.
+
+    Rule windows live in memory for every device and are filled from the store: an unbounded
+    window (`10000w`) would pull the whole history in. `rules.max_window` is itself at most
+    `store.retention`, so a window past the history that is kept is refused here too.
+    """
+    limit = c.max_window_s
+    if limit is None:
+        return
+    bound = f"longer than rules.max_window ({format_duration(limit)})"
+    if expr is not None:
+        text = str(rule["expr"])
+        lead = len(text) - len(text.lstrip())
+        for node in walk(expr):
+            if not isinstance(node, Call) or node.func == "absent" or len(node.args) < 2:
+                continue  # absent() and offline() measure silence: they read no history
+            signature = FUNCTIONS.get(node.func)
+            if signature is None or signature.params[:2] != ("metric", "window"):
+                continue
+            window = node.args[1]
+            seconds = literal_seconds(window)
+            if seconds is not None and seconds > limit:
+                written = text.strip()[window.start : window.end]
+                c.add(c.expr_position(rule, window.start + lead), f"window {written} is {bound}")
+    for key, seconds in durations.items():
+        if seconds > limit:
+            c.add(c.value_pos(rule, key), f"{key} {rule[key]} is {bound}")
 
 
 def _parse_group(c: _Checker, node: object, pos: tuple[int, int]) -> Group | None:
@@ -369,10 +412,16 @@ def _parse_group(c: _Checker, node: object, pos: tuple[int, int]) -> Group | Non
 
 
 def parse_rule_file(
-    text: str, filename: str, exists: Callable[[str], bool] = lambda _path: True
+    text: str,
+    filename: str,
+    exists: Callable[[str], bool] = lambda _path: True,
+    max_window_s: float | None = None,
 ) -> tuple[list[Group], list[RuleProblem]]:
-    """Return the groups of one rule file and every problem found in it."""
-    c = _Checker(filename, text.splitlines(), exists)
+    """Return the groups of one rule file and every problem found in it.
+
+    With `max_window_s` (the daemon's `rules.max_window`), longer windows are problems too.
+    """
+    c = _Checker(filename, text.splitlines(), exists, max_window_s)
     try:
         data = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:

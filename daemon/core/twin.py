@@ -1,6 +1,10 @@
 """The live twin of every device: latest values, attributes, meta, status and liveness.
 
-Pure: every update and every question takes the time as an argument.
+Pure: every update and every question takes the time as an argument. The fleet is bounded:
+`Twins.admit` refuses a new device past `max_devices` and new metric names past `max_names` per
+device (a flood of made-up ids or metric names must not grow memory, the state DB and the series
+store without end), and `Twins.forgettable` names the devices that never said what they are and
+have been silent long enough to be forgotten.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.messages import Message, Meta, Status, Telemetry
+
+#: defaults of `devices.max_known` and `devices.max_metrics` (docs/operations.md, "Bounds")
+MAX_DEVICES = 100_000
+MAX_NAMES = 500
 
 
 @dataclass(slots=True)
@@ -22,6 +30,20 @@ class DeviceTwin:
     status: str | None = None
     status_ms: int | None = None
     last_seen_ms: int | None = None
+
+    @property
+    def announced(self) -> bool:
+        """Whether the device said it exists: it sent meta, or a status (its LWT, `online`).
+
+        Devices that follow the topic contract publish both, retained. An id that only ever sent
+        telemetry may be a one-off or a made-up id in a flood: its liveness is not watched.
+        """
+        return bool(self.meta) or self.status is not None
+
+    @property
+    def last_activity_ms(self) -> int:
+        """The last time anything (telemetry, status, or its first message) came from it."""
+        return max(self.first_seen_ms, self.last_seen_ms or 0, self.status_ms or 0)
 
     def inactivity_timeout(self, default_s: float) -> float:
         """Seconds of silence after which the device counts as offline (meta can override)."""
@@ -73,11 +95,22 @@ class DeviceTwin:
 
 
 class Twins:
-    """All device twins, with a record of which changed since they were last persisted."""
+    """All device twins, with a record of which changed since they were last persisted.
 
-    def __init__(self, twins: Iterable[DeviceTwin] = ()) -> None:
+    `max_devices` and `max_names` (metric plus attribute names per device) bound what `admit`
+    lets in; twins loaded past a lowered bound are kept, and only new ones are refused.
+    """
+
+    def __init__(
+        self,
+        twins: Iterable[DeviceTwin] = (),
+        max_devices: int = MAX_DEVICES,
+        max_names: int = MAX_NAMES,
+    ) -> None:
         self._twins: dict[str, DeviceTwin] = {twin.id: twin for twin in twins}
         self._dirty: set[str] = set()
+        self.max_devices = max_devices
+        self.max_names = max_names
 
     def __len__(self) -> int:
         return len(self._twins)
@@ -123,6 +156,70 @@ class Twins:
                 twin.last_seen_ms = max(twin.last_seen_ms or 0, received_ms)
         elif isinstance(message, Meta):
             self._twin(message.device, received_ms).meta = message.meta
+
+    def admit(self, message: Message) -> str | None:
+        """Return why `message` may not be applied (it would pass a cardinality bound), or None.
+
+        Only growth is refused: a new device past `max_devices`, or new metric or attribute
+        names that would take a device past `max_names`. Known devices and names always pass.
+
+        >>> twins = Twins(max_devices=1, max_names=2)
+        >>> twins.admit(Telemetry("a", [])) is None
+        True
+        >>> twins.apply(Telemetry("a", []), 0)
+        >>> twins.admit(Status("b", "online"))
+        'new device b past the bound of 1 known devices (devices.max_known)'
+        """
+        if not isinstance(message, Telemetry | Status | Meta):
+            return None  # replies and rejections create no twin
+        twin = self._twins.get(message.device)
+        if twin is None and len(self._twins) >= self.max_devices:
+            return (
+                f"new device {message.device} past the bound of {self.max_devices} known devices"
+                " (devices.max_known)"
+            )
+        if not isinstance(message, Telemetry):
+            return None
+        metrics = twin.metrics if twin is not None else {}
+        attributes = twin.attributes if twin is not None else {}
+        new: set[str] = set()
+        new_attributes: set[str] = set()
+        for sample in message.samples:
+            new.update(name for name in sample.metrics if name not in metrics)
+            new_attributes.update(name for name in sample.attributes if name not in attributes)
+        if not new and not new_attributes:
+            return None
+        count = len(metrics) + len(attributes) + len(new) + len(new_attributes)
+        if count <= self.max_names:
+            return None
+        names = ", ".join(sorted(new | new_attributes)[:5])
+        more = len(new) + len(new_attributes) - 5
+        return (
+            f"new names ({names}{f' and {more} more' if more > 0 else ''}) would take device"
+            f" {message.device} to {count} metric and attribute names, past the bound of"
+            f" {self.max_names} (devices.max_metrics)"
+        )
+
+    def forgettable(self, silent_since_ms: int) -> list[str]:
+        """Return the devices that never sent meta and were not heard from since the given time.
+
+        Their series have gone with the store's retention by then, and nothing says what they
+        were: a one-off id (a typo, a test, a flood) is not kept for ever.
+        """
+        return sorted(
+            twin.id
+            for twin in self._twins.values()
+            if not twin.meta and twin.last_activity_ms < silent_since_ms
+        )
+
+    def forget(self, devices: Iterable[str]) -> list[str]:
+        """Remove these twins (no longer dirty either); return the ids that were known."""
+        gone = []
+        for device in devices:
+            if self._twins.pop(device, None) is not None:
+                gone.append(device)
+            self._dirty.discard(device)
+        return gone
 
     def online_count(self, now_ms: int, default_timeout_s: float) -> int:
         return sum(1 for twin in self._twins.values() if twin.online(now_ms, default_timeout_s))

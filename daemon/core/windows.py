@@ -77,15 +77,37 @@ class SeriesWindows:
         return None if index < 0 else (times[index], values[index])
 
     def trim(self, now_ms: int) -> int:
-        """Forget points older than each metric's horizon; return how many were dropped."""
+        """Forget points older than each metric's horizon; return how many were dropped.
+
+        A series left empty is dropped too: a device that stopped sending a metric (or went
+        away) costs nothing once its points have aged out.
+        """
         dropped = 0
-        for (_, metric), (times, values) in self._series.items():
-            cut = bisect_left(times, now_ms - self._horizons_ms.get(metric, 0))
+        empty = []
+        for key, (times, values) in self._series.items():
+            cut = bisect_left(times, now_ms - self._horizons_ms.get(key[1], 0))
             if cut:
                 del times[:cut]
                 del values[:cut]
                 dropped += cut
+            if not times:
+                empty.append(key)
+        for key in empty:
+            del self._series[key]
         return dropped
+
+    def drop_devices(self, devices: Iterable[str]) -> int:
+        """Forget every series of these devices (forgotten twins); return how many."""
+        gone = set(devices)
+        keys = [key for key in self._series if key[0] in gone]
+        for key in keys:
+            del self._series[key]
+        return len(keys)
+
+    @property
+    def series_count(self) -> int:
+        """How many (device, metric) series are held."""
+        return len(self._series)
 
     def __len__(self) -> int:
         return sum(len(times) for times, _ in self._series.values())
