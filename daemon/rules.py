@@ -25,7 +25,7 @@ from daemon.config import RulesSettings
 from daemon.core.alerts import AlertParams, AlertState, Phase, Transition, resolve
 from daemon.core.engine import DeviceContext, Watch, evaluate_group, matches
 from daemon.core.replay import horizons
-from daemon.core.rulefmt import Group, Rule, RuleProblem
+from daemon.core.rulefmt import MAX_WINDOW_S, Group, Rule, RuleProblem
 from daemon.core.twin import Twins
 from daemon.core.windows import SeriesWindows
 from daemon.errors import FrontlineError
@@ -43,8 +43,10 @@ class RuleFileInvalid(FrontlineError):
         self.problems = problems
 
 
-def load_valid_rules(paths: Iterable[Path]) -> list[Group]:
-    groups, problems = load_rules(paths)
+def load_valid_rules(
+    paths: Iterable[Path], max_window_s: float | None = MAX_WINDOW_S
+) -> list[Group]:
+    groups, problems = load_rules(paths, max_window_s)
     if problems:
         raise RuleFileInvalid(problems)
     return groups
@@ -136,7 +138,7 @@ class RuleService:
         """Load rules (invalid files stop the start, with every problem) and saved states."""
         if not rule_paths(self.settings.paths):
             log.warning("no rule files in %s: evaluating no rules", _names(self.settings.paths))
-        self.groups = load_valid_rules(self.settings.paths)
+        self.groups = load_valid_rules(self.settings.paths, self.settings.max_window)
         self._stamp = fingerprint(self.settings.paths)
         for data in await self._state.load_alerts():
             state = AlertState.from_json(data)
@@ -306,7 +308,7 @@ class RuleService:
     # -- reload ------------------------------------------------------------------------------
     async def reload(self, reason: str) -> ReloadResult:
         """Validate everything first; on any problem keep the running rules and say why."""
-        groups, problems = load_rules(self.settings.paths)
+        groups, problems = load_rules(self.settings.paths, self.settings.max_window)
         self._stamp = fingerprint(self.settings.paths)
         if problems:
             result = ReloadResult(False, [str(p) for p in problems])
