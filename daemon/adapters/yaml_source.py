@@ -121,6 +121,8 @@ def validation_problems(
         elif error["type"] == "model_type":
             keys = ", ".join(_fields_at(model, tuple(error["loc"])))
             problems.append(source.problem(loc, f"must be a mapping of keys ({keys})"))
+        elif error["type"] == "missing":
+            problems.append(source.problem(loc, "required key missing"))
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(source.problem(loc, message))
