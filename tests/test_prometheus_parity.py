@@ -204,12 +204,11 @@ def write_frontline_files(pair: Pair, directory: Path) -> Path:
     _dump(directory / "frontline_rules.yaml", {"groups": [{**group, "rules": [
         _rule(pair, pair.expr, pair.frontline_only)
     ]}]})  # fmt: skip
-    me = [{"alert": "A", "device": "d"}]
     checks = [
         {
             "at": _duration(i * pair.step_s),
-            "firing": me if phase == "F" else [],
-            "pending": me if phase == "p" else [],
+            "firing": [{"alert": "A", "device": "d"}] if phase == "F" else [],
+            "pending": [{"alert": "A", "device": "d"}] if phase == "p" else [],
         }
         for i, phase in enumerate(timeline)
     ]
