@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -38,7 +39,11 @@ def build_series_store(settings: Settings) -> SeriesStore:
 
 
 def build_state_store(settings: Settings) -> StateStore:
-    return SqliteStateStore(settings.data_dir / "state.db")
+    return SqliteStateStore(
+        settings.data_dir / "state.db",
+        settings.ingest.dead_letter_max_rows,
+        settings.ingest.dead_letter_max_bytes,
+    )
 
 
 def now_ms() -> int:
@@ -69,7 +74,11 @@ class App:
         await series.open()
         await state.open()
         try:
-            twins = Twins(DeviceTwin.from_dict(data) for data in await state.load_twins())
+            twins = Twins(
+                (DeviceTwin.from_dict(data) for data in await state.load_twins()),
+                max_devices=s.devices.max_known,
+                max_names=s.devices.max_metrics,
+            )
             self.twins = twins
             limits = Limits(
                 max_payload_bytes=s.ingest.max_payload_bytes, max_batch=s.ingest.max_batch
@@ -201,11 +210,37 @@ class App:
             await pipeline.flush_twins()
 
     async def _maintenance_loop(self, series: SeriesStore, state: StateStore) -> None:
+        """Apply every retention bound (docs/operations.md, "Bounds") every 10 minutes."""
         s = self.settings
+        retention_ms = int(s.store.retention * 1000)
         while True:
             now = now_ms()
-            deleted = await series.delete_before(now - int(s.store.retention * 1000))
-            await state.delete_dead_letters_before(now - int(s.ingest.dead_letter_retention * 1000))
+            deleted = await series.delete_before(now - retention_ms)
             if deleted:
                 log.info("retention removed %d points older than %ss", deleted, s.store.retention)
+            await state.delete_dead_letters_before(now - int(s.ingest.dead_letter_retention * 1000))
+            # Alert events feed the actions: one they have not consumed stays, however old. With
+            # the actions off nothing consumes them, and age alone decides.
+            # (Until the actions read them through a persisted cursor, they consume transitions
+            # as they are committed: every stored event is consumed.)
+            consumed = sys.maxsize
+            before = now - int(s.store.history_retention * 1000)
+            pruned = await state.prune_history(before, consumed)
+            for table, count in pruned.items():
+                self.metrics.history_pruned.labels(table).inc(count)
+            if any(pruned.values()):
+                log.info("history retention removed %s", ", ".join(
+                    f"{count} {table}" for table, count in pruned.items() if count
+                ))  # fmt: skip
+            if self.twins is not None:
+                # Devices that never sent meta, silent as long as their series are kept. Their
+                # rule windows are empty by now (rules.max_window <= store.retention) and were
+                # dropped by the rules' trim.
+                gone = self.twins.forget(self.twins.forgettable(now - retention_ms))
+                if gone:
+                    await state.delete_twins(gone)
+                    self.twins.mark_dirty(gone)  # any that came back meanwhile are saved again
+                    self.metrics.devices_forgotten.inc(len(gone))
+                    log.info("forgot %d devices without meta, silent for %ss",
+                             len(gone), s.store.retention)  # fmt: skip
             await asyncio.sleep(MAINTENANCE_S)

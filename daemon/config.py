@@ -94,7 +94,7 @@ class IngestSettings(_Section):
     dead_letter_retention: Seconds = 7 * 86400
     #: dead letters kept at most (rows, and bytes of topic + detail + payload); oldest go first
     dead_letter_max_rows: int = Field(10_000, ge=1)
-    dead_letter_max_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    dead_letter_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     #: seconds allowed to drain and flush on SIGTERM before the rest is left to the broker
     drain_timeout: Seconds = 10.0
 

@@ -19,6 +19,22 @@ class Metrics:
         self.rejected = Counter(
             "frontline_messages_rejected", "Messages rejected, by reason", ["reason"], registry=r
         )
+        self.dead_letters_dropped = Counter(
+            "frontline_dead_letters_dropped",
+            "Dead letters dropped, oldest first, to keep the table within its row and byte bounds",
+            registry=r,
+        )
+        self.devices_forgotten = Counter(
+            "frontline_devices_forgotten",
+            "Devices without meta forgotten after a silence of store.retention",
+            registry=r,
+        )
+        self.history_pruned = Counter(
+            "frontline_history_pruned",
+            "State DB rows deleted by store.history_retention, by table",
+            ["table"],
+            registry=r,
+        )
         self.points_written = Counter(
             "frontline_points_written", "Telemetry points durably stored", registry=r
         )

@@ -64,8 +64,10 @@ class IngestPipeline:
         counts: dict[str, int] = {}
         for item in items:
             message = item.message
-            if isinstance(message, Rejected):
-                letters.append(self._dead_letter(message, item.received_ms))
+            # Refused too: a new device or new metric names past the cardinality bounds.
+            rejected = message if isinstance(message, Rejected) else self._twins.refusal(message)
+            if rejected is not None:
+                letters.append(self._dead_letter(rejected, item.received_ms))
                 continue
             if isinstance(message, Telemetry):
                 counts["telemetry"] = counts.get("telemetry", 0) + 1
@@ -87,10 +89,15 @@ class IngestPipeline:
         for start in range(0, len(points), self._batch_points):
             await self._write_points(points[start : start + self._batch_points])
         if letters:
-            await self._retry(lambda: self._state.add_dead_letters(letters), "dead letters")
+            await self._retry(lambda: self._add_dead_letters(letters), "dead letters")
         self._source.ack(items)
         if time.monotonic() - self._last_twin_flush >= TWIN_FLUSH_S:
             await self.flush_twins()
+
+    async def _add_dead_letters(self, letters: list[DeadLetter]) -> None:
+        dropped = await self._state.add_dead_letters(letters)
+        if dropped:  # the oldest went to keep the table within its bounds
+            self._metrics.dead_letters_dropped.inc(dropped)
 
     def _dead_letter(self, message: Rejected, received_ms: int) -> DeadLetter:
         self.rejected += 1

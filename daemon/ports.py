@@ -72,11 +72,23 @@ class StateStore(Protocol):
 
     async def load_twins(self) -> list[dict[str, Any]]: ...
 
-    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
+        """Store rejected messages; return how many were dropped (the oldest first) to keep the
+        table within its row and byte bounds."""
+        ...
+
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
 
     async def delete_dead_letters_before(self, ts_ms: int) -> int: ...
+
+    async def delete_twins(self, devices: Sequence[str]) -> int: ...
+
+    async def prune_history(self, before_ms: int, events_upto_id: int) -> dict[str, int]:
+        """Delete history older than `before_ms`: alert events with an id of at most
+        `events_upto_id` (never one the actions have not consumed), resolved tickets and their
+        events, notices, finished remediations. Return the rows deleted per table."""
+        ...
 
     async def save_alerts(
         self, updates: Mapping[str, bytes | None], events: Sequence[Mapping[str, Any]]

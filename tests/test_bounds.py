@@ -27,18 +27,6 @@ def test_trim_drops_series_left_empty() -> None:
     assert windows.last("gone", "temp", T0 + 130 * S) == (T0 + 130 * S, 3.0)
 
 
-def test_drop_devices_forgets_every_series_of_those_devices() -> None:
-    """Test that dropping devices removes all their metrics and leaves the others."""
-    windows = SeriesWindows({"temp": 600, "pressure": 600})
-    for device in ("a", "b"):
-        windows.add(device, "temp", T0, 1.0)
-        windows.add(device, "pressure", T0, 1.5)
-    assert windows.drop_devices(["a", "unknown"]) == 2
-    assert windows.series_count == 2
-    assert windows.last("a", "temp", T0) is None
-    assert windows.last("b", "pressure", T0) == (T0, 1.5)
-
-
 def rules(expr: str, extra: str = "", group_extra: str = "") -> str:
     return (
         "groups:\n"

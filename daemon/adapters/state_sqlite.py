@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from daemon.adapters.sqlite_db import SqliteDb
+from daemon.adapters.state_bounds import DeadLetterBound, prune_history
 from daemon.ports import DeadLetter
 
 SCHEMA = """
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS ticket_events (
     at_ms INTEGER NOT NULL,
     data BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS ticket_events_ticket ON ticket_events (ticket_id, at_ms);
 CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL,
@@ -75,9 +77,16 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 class SqliteStateStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        dead_letter_max_rows: int = 10_000,
+        dead_letter_max_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self._db = SqliteDb(path, SCHEMA, "state-db")
         self.url = self._db.url
+        self._letters = DeadLetterBound(dead_letter_max_rows, dead_letter_max_bytes)
+
 
     async def open(self) -> None:
         await self._db.open()
@@ -101,22 +110,22 @@ class SqliteStateStore:
 
         return await self._db.call(select)
 
-    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
+        """Store rejected messages; return how many (the oldest) were dropped to stay bounded."""
         rows = [
             (x.received_ms, x.topic, x.device, x.reason, x.detail, x.payload, x.size)
             for x in letters
         ]
+        insert = self._db.transaction(lambda conn: self._letters.insert(conn, rows))
 
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO dead_letters"
-                " (received_ms, topic, device, reason, detail, payload, size)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        def bounded() -> int:
+            try:
+                return insert()
+            except BaseException:
+                self._letters.forget_totals()  # rolled back: count again next time
+                raise
 
-        if rows:
-            await self._db.call(self._db.transaction(insert))
+        return await self._db.call(bounded) if rows else 0
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def select() -> list[DeadLetter]:
@@ -131,9 +140,30 @@ class SqliteStateStore:
 
     async def delete_dead_letters_before(self, ts_ms: int) -> int:
         def delete(conn: sqlite3.Connection) -> int:
+            self._letters.forget_totals()
             return conn.execute("DELETE FROM dead_letters WHERE received_ms < ?", (ts_ms,)).rowcount
 
         return await self._db.call(self._db.transaction(delete))
+
+    async def delete_twins(self, devices: Sequence[str]) -> int:
+        """Delete the saved twins of forgotten devices; return how many there were."""
+
+        def delete(conn: sqlite3.Connection) -> int:
+            rows = [(device,) for device in devices]
+            return conn.executemany("DELETE FROM twins WHERE device = ?", rows).rowcount
+
+        return await self._db.call(self._db.transaction(delete)) if devices else 0
+
+    async def prune_history(self, before_ms: int, events_upto_id: int) -> dict[str, int]:
+        """Delete history older than `before_ms`; alert events only up to `events_upto_id`.
+
+        Alert events past `events_upto_id` (not yet consumed by the actions) stay, however old.
+        Resolved tickets go with their events; notices; finished remediations. Returns how
+        many rows went, per table.
+        """
+        return await self._db.call(
+            self._db.transaction(lambda conn: prune_history(conn, before_ms, events_upto_id))
+        )
 
     async def save_alerts(
         self, updates: Mapping[str, bytes | None], events: Sequence[Mapping[str, Any]]

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.core.messages import Message, Meta, Status, Telemetry
+import orjson
+
+from daemon.core.messages import DEAD_LETTER_BYTES, Message, Meta, Rejected, Status, Telemetry
 
 #: defaults of `devices.max_known` and `devices.max_metrics` (docs/operations.md, "Bounds")
 MAX_DEVICES = 100_000
@@ -198,6 +200,30 @@ class Twins:
             f"new names ({names}{f' and {more} more' if more > 0 else ''}) would take device"
             f" {message.device} to {count} metric and attribute names, past the bound of"
             f" {self.max_names} (devices.max_metrics)"
+        )
+
+    def refusal(self, message: Message) -> Rejected | None:
+        """Return `message` as a `cardinality` rejection if `admit` refuses it, else None.
+
+        The dead letter keeps what was not stored, as JSON (the raw bytes are gone by now).
+        """
+        detail = self.admit(message)
+        if detail is None:
+            return None
+        assert isinstance(message, Telemetry | Status | Meta)  # admit refuses nothing else
+        content: object
+        if isinstance(message, Telemetry):
+            kind = "telemetry"
+            content = [
+                {"ts": s.ts_ms, "values": {**s.metrics, **s.attributes}} for s in message.samples
+            ]
+        elif isinstance(message, Status):
+            kind, content = "status", message.status
+        else:
+            kind, content = "meta", message.meta
+        payload = orjson.dumps(content)
+        return Rejected(
+            kind, message.device, "cardinality", detail, payload[:DEAD_LETTER_BYTES], len(payload)
         )
 
     def forgettable(self, silent_since_ms: int) -> list[str]:

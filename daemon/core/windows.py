@@ -96,14 +96,6 @@ class SeriesWindows:
             del self._series[key]
         return dropped
 
-    def drop_devices(self, devices: Iterable[str]) -> int:
-        """Forget every series of these devices (forgotten twins); return how many."""
-        gone = set(devices)
-        keys = [key for key in self._series if key[0] in gone]
-        for key in keys:
-            del self._series[key]
-        return len(keys)
-
     @property
     def series_count(self) -> int:
         """How many (device, metric) series are held."""
