@@ -244,7 +244,8 @@ def test_broker_outage_does_not_storm_offline_alerts(
             lambda: daemon.metric("frontline_devices_online") >= 200, timeout=60,
             what="200 devices online",
         )  # fmt: skip
-        publish_burst(broker.port, [telemetry("ghost", x=1)])  # heard once, never again
+        # announced (a device that never did is not watched), heard once, never again
+        publish_burst(broker.port, [("devices/ghost/status", b"online"), telemetry("ghost", x=1)])
         broker.stop()
         time.sleep(12)  # longer than inactivity timeout + offline(3s)
         broker.start()

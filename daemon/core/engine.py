@@ -105,6 +105,10 @@ class DeviceContext:
 
     def offline_for(self) -> float | None:
         twin, now = self.twin, self.now_ms
+        if not twin.announced:
+            # Never sent meta or a status: a one-off or made-up id (a flood of them must not
+            # become an alert storm) whose liveness nobody asked us to watch.
+            return None
         last_seen = twin.last_seen_ms or twin.first_seen_ms
         if twin.status == "offline" and (twin.status_ms or 0) >= last_seen:
             start = self._silence_start(twin.status_ms)  # the LWT: offline since it arrived
@@ -116,6 +120,8 @@ class DeviceContext:
         return max(0.0, (now - start) / 1000 - timeout)
 
     def absent_for(self, metric: str) -> float | None:
+        if not self.twin.announced:
+            return None  # as offline_for: liveness of unannounced devices is unknown
         found = self.last(metric)
         start = self._silence_start(None if found is None else found[0])
         return None if start is None else max(0.0, (self.now_ms - start) / 1000)
