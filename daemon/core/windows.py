@@ -1,8 +1,9 @@
 """Recent points per device and metric, in memory, for rule evaluation.
 
-Rules read these instead of querying the store per device per rule (a store query per device per
-rule per round does not scale: see ../shared/DESIGN.md). Only metrics that rules use are kept, each
-for the longest window a rule needs; compact arrays cost 16 bytes a point.
+Rules read these instead of querying the store per device per rule: even at 1.5 ms a query,
+10,000 devices and 20 rules would take five minutes a round. Only metrics that rules use are kept,
+each for the longest window a rule needs (at most `rules.max_window`); compact arrays cost 16 bytes
+a point, and a series whose points all aged out is dropped.
 """
 
 from __future__ import annotations
