@@ -7,7 +7,6 @@ import contextlib
 import functools
 import logging
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +14,7 @@ from daemon.actions import ActionService
 from daemon.adapters.http_api import HttpApi
 from daemon.adapters.mqtt_ingest import MqttIngest
 from daemon.adapters.outbox_sqlite import SqliteOutbox
+from daemon.adapters.service_catalog import ServiceFileSet
 from daemon.adapters.state_sqlite import SqliteStateStore
 from daemon.adapters.store_sqlite import SqliteSeriesStore
 from daemon.adapters.webhook import WebhookSink
@@ -24,14 +24,23 @@ from daemon.core.engine import Watch
 from daemon.core.payloads import Limits
 from daemon.core.twin import DeviceTwin, Twins
 from daemon.core.windows import SeriesWindows
+from daemon.errors import StoreUnavailable
 from daemon.metrics import Metrics
 from daemon.pipeline import IngestPipeline
-from daemon.ports import SeriesStore, StateStore
+from daemon.ports import ACTIONS_CURSOR, SeriesStore, StateStore
+from daemon.resilience import StoreHealth
 from daemon.rules import RuleService
 
 log = logging.getLogger(__name__)
 
 MAINTENANCE_S = 600.0
+#: how often the stores are probed with a real write and paho's thread is checked
+HEALTH_S = 2.0
+#: a store that does not answer a probe in this long is reported as not ready
+PROBE_TIMEOUT_S = 5.0
+#: what SIGTERM allows the last twin flush after the drain (its own budget, never cancelled
+#: by a drain that ran out of time)
+FINAL_FLUSH_S = 5.0
 
 
 def build_series_store(settings: Settings) -> SeriesStore:
@@ -63,6 +72,7 @@ class App:
         self.webhook: WebhookSink | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.twins: Twins | None = None
+        self.health = StoreHealth("series", "state")
 
     def stop(self) -> None:
         self._stop.set()
@@ -92,26 +102,41 @@ class App:
 
             timeout = s.devices.inactivity_timeout
             self.rules = RuleService(
-                s.rules, state, series, twins, windows, watch, self.metrics, timeout
+                s.rules, state, series, twins, windows, watch, self.metrics, timeout, self.health
             )
-            await self.rules.start()
             outbox = SqliteOutbox(s.data_dir / "outbox.db")
             await outbox.open()
             self._closers.append(outbox.close)
             self.webhook = WebhookSink(s.webhook, outbox, self.metrics.registry)
             self.actions = ActionService(
-                s.actions, self.rules, twins, series, state, ingest, self.metrics, timeout,
+                s.actions,
+                self.rules,
+                twins,
+                series,
+                state,
+                ingest,
+                self.metrics,
+                timeout,
+                ServiceFileSet(s.actions.routing, s.actions.customers),
+                self.health,
                 sink=self.webhook if s.webhook.enabled else None,
                 topic_prefix=s.mqtt.topic_prefix,
-            )  # fmt: skip
+            )
+            # The actions' cursor exists before the rules commit anything (see ActionService).
             await self.actions.start()
-            if s.actions.enabled:
-                self.rules.listeners.append(self.actions.on_transitions)
+            await self.rules.start()
+            self.rules.listeners.append(self.actions.wake)
             pipeline = IngestPipeline(
-                ingest, series, state, twins, self.metrics, s.store.batch_points,
+                ingest,
+                series,
+                state,
+                twins,
+                self.metrics,
+                s.store.batch_points,
                 on_points=windows.add_many,
-                on_reply=self.actions.on_reply if s.actions.enabled else None,
-            )  # fmt: skip
+                on_reply=self.actions.handle_reply if s.actions.enabled else None,
+                health=self.health,
+            )
             rules = self.rules
             self.metrics.bind(
                 queue_depth=lambda: ingest.depth,
@@ -160,7 +185,9 @@ class App:
             if s.rules.watch:
                 helpers.append(tg.create_task(rules.watch_files(), name="rule-files"))
             helpers.append(tg.create_task(rules.run_schedules(), name="rule-schedules"))
-            if self.actions is not None and s.actions.enabled:
+            helpers.append(tg.create_task(self._health_loop(ingest, series, state), name="health"))
+            if self.actions is not None:
+                # Runs with actions disabled too: it publishes alert events and moves the cursor.
                 helpers.append(tg.create_task(self.actions.run(), name="actions"))
             if self.webhook is not None and s.webhook.enabled:
                 helpers.append(tg.create_task(self.webhook.run(), name="webhook"))
@@ -174,14 +201,20 @@ class App:
                     lambda: helpers.append(tg.create_task(reload_on_signal(), name="rule-reload")),
                 )
             if s.http.enabled:
+                health = self.health
                 self.http = HttpApi(
                     s.http,
                     self.metrics,
-                    lambda: {"broker": ingest.connected, "store": pipeline.store_healthy},
+                    lambda: {
+                        "broker": ingest.connected,
+                        "mqtt_thread": ingest.alive,
+                        **{f"{name}_store": ok for name, ok in health.checks().items()},
+                    },
                     rules,
                     self.actions,
                     self.twins,
                     s.devices.inactivity_timeout,
+                    health.problems,
                 )
                 helpers.append(tg.create_task(self.http.run(), name="http"))
             await self._stop.wait()
@@ -195,6 +228,12 @@ class App:
                     s.ingest.drain_timeout,
                 )
                 drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
+            try:
+                await asyncio.wait_for(pipeline.flush_twins(), FINAL_FLUSH_S)
+            except TimeoutError:
+                log.error("the last twin flush did not finish in %.0fs", FINAL_FLUSH_S)
             await ingest.close()
             if self.webhook is not None and s.webhook.enabled:
                 await self.webhook.flush(2.0)  # what is left stays in the outbox for next time
@@ -203,6 +242,28 @@ class App:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
+
+    async def _health_loop(
+        self, ingest: MqttIngest, series: SeriesStore, state: StateStore
+    ) -> None:
+        """Probe each store with a real write; restart paho's thread if it died."""
+        while True:
+            for name, store in (("series", series), ("state", state)):
+                try:
+                    await asyncio.wait_for(store.ping(), PROBE_TIMEOUT_S)
+                except StoreUnavailable as exc:
+                    if self.health.healthy(name):
+                        log.error("%s store failed its write probe: %s", name, exc.detail)
+                    self.health.failed(name, exc.detail)
+                except TimeoutError:
+                    self.health.failed(name, f"no answer to a write probe in {PROBE_TIMEOUT_S}s")
+                else:
+                    if not self.health.healthy(name):
+                        log.info("%s store takes writes again", name)
+                    self.health.ok(name)
+            if ingest.revive():
+                self.metrics.mqtt_thread_restarts.inc()
+            await asyncio.sleep(HEALTH_S)
 
     async def _twin_flush_loop(self, pipeline: IngestPipeline) -> None:
         while True:
@@ -219,11 +280,10 @@ class App:
             if deleted:
                 log.info("retention removed %d points older than %ss", deleted, s.store.retention)
             await state.delete_dead_letters_before(now - int(s.ingest.dead_letter_retention * 1000))
-            # Alert events feed the actions: one they have not consumed stays, however old. With
-            # the actions off nothing consumes them, and age alone decides.
-            # (Until the actions read them through a persisted cursor, they consume transitions
-            # as they are committed: every stored event is consumed.)
-            consumed = sys.maxsize
+            # Alert events feed the actions through a persisted cursor (moved with the actions
+            # off too): one they have not consumed stays, however old.
+            cursor = await state.get_value(ACTIONS_CURSOR)
+            consumed = int(cursor) if cursor is not None else 0
             before = now - int(s.store.history_retention * 1000)
             pruned = await state.prune_history(before, consumed)
             for table, count in pruned.items():

@@ -96,6 +96,16 @@ class Metrics:
         self.notices_sent = Counter(
             "frontline_notices_sent", "Customer notices, by kind", ["kind"], registry=r
         )
+        self.action_errors = Counter(
+            "frontline_action_errors",
+            "Alert events whose action failed with an unexpected error (logged, skipped)",
+            registry=r,
+        )
+        self.mqtt_thread_restarts = Counter(
+            "frontline_mqtt_thread_restarts",
+            "Times the MQTT network thread died and was restarted",
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "frontline_mqtt_connected", "1 while connected to the broker", registry=r
         )

@@ -7,19 +7,16 @@ messages) and is retried with backoff; nothing is dropped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 
-from daemon.core.backoff import backoff_delay
 from daemon.core.messages import Meta, Rejected, Reply, Status, Telemetry
 from daemon.core.ratelimit import LogLimiter
 from daemon.core.twin import Twins
-from daemon.errors import StoreUnavailable
 from daemon.metrics import Metrics
 from daemon.ports import BatchSource, DeadLetter, Point, Received, SeriesStore, StateStore
+from daemon.resilience import StoreHealth, persist
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +33,8 @@ class IngestPipeline:
         metrics: Metrics,
         batch_points: int = 5000,
         on_points: Callable[[list[Point]], None] | None = None,
-        on_reply: Callable[[Reply, int], None] | None = None,
+        on_reply: Callable[[Reply, int], Awaitable[None]] | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self._source = source
         self._series = series
@@ -48,7 +46,7 @@ class IngestPipeline:
         self.on_reply = on_reply
         self._limiter = LogLimiter(60.0)
         self._last_twin_flush = 0.0
-        self.store_healthy = True
+        self.health = health or StoreHealth("series", "state")
         self.stored_points = 0
         self.rejected = 0
 
@@ -62,6 +60,7 @@ class IngestPipeline:
         points: list[Point] = []
         letters: list[DeadLetter] = []
         counts: dict[str, int] = {}
+        replies: list[tuple[Reply, int]] = []
         for item in items:
             message = item.message
             # Refused too: a new device or new metric names past the cardinality bounds.
@@ -81,17 +80,30 @@ class IngestPipeline:
                 counts["meta"] = counts.get("meta", 0) + 1
             elif isinstance(message, Reply):
                 counts["reply"] = counts.get("reply", 0) + 1
-                if self.on_reply is not None:
-                    self.on_reply(message, item.received_ms)
+                replies.append((message, item.received_ms))
             self._twins.apply(message, item.received_ms, item.retained)
         for kind, count in counts.items():
             self._metrics.received.labels(kind).inc(count)
+        await self._persist(points, letters, replies, "status" in counts or "meta" in counts)
+        self._source.ack(items)
+
+    async def _persist(
+        self,
+        points: list[Point],
+        letters: list[DeadLetter],
+        replies: list[tuple[Reply, int]],
+        twin_only: bool,
+    ) -> None:
+        """Make everything a batch carries durable; the caller acknowledges it afterwards."""
         for start in range(0, len(points), self._batch_points):
             await self._write_points(points[start : start + self._batch_points])
         if letters:
-            await self._retry(lambda: self._add_dead_letters(letters), "dead letters")
-        self._source.ack(items)
-        if time.monotonic() - self._last_twin_flush >= TWIN_FLUSH_S:
+            await self._retry(lambda: self._add_dead_letters(letters), "dead letters", "state")
+        if self.on_reply is not None:
+            for reply, received_ms in replies:
+                await self.on_reply(reply, received_ms)  # committed by the actions
+        if twin_only or time.monotonic() - self._last_twin_flush >= TWIN_FLUSH_S:
+            # A status or meta message lives only in the twin: durable before acknowledged.
             await self.flush_twins()
 
     async def _add_dead_letters(self, letters: list[DeadLetter]) -> None:
@@ -127,7 +139,7 @@ class IngestPipeline:
 
     async def _write_points(self, points: list[Point]) -> None:
         started = time.perf_counter()
-        await self._retry(lambda: self._series.write(points), "points")
+        await self._retry(lambda: self._series.write(points), "points", "series")
         self._metrics.store_write_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_points.observe(len(points))
         self._metrics.points_written.inc(len(points))
@@ -135,21 +147,12 @@ class IngestPipeline:
         if self._on_points is not None:
             self._on_points(points)
 
-    async def _retry(self, write: Callable[[], Awaitable[None]], what: str) -> None:
-        attempt = 0
-        while True:
-            try:
-                await write()
-            except StoreUnavailable as exc:
-                self.store_healthy = False
-                self._metrics.store_errors.inc()
-                delay = backoff_delay(attempt, 0.2, 10.0, random.random())  # noqa: S311  jitter
-                log.error("writing %s failed (%s); retrying in %.1fs", what, exc, delay)
-                attempt += 1
-                await asyncio.sleep(delay)
-            else:
-                self.store_healthy = True
-                return
+    @property
+    def store_healthy(self) -> bool:
+        return self.health.healthy("series") and self.health.healthy("state")
+
+    async def _retry(self, write: Callable[[], Awaitable[None]], what: str, store: str) -> None:
+        await persist(write, what, store, self.health, self._metrics.store_errors.inc)
 
     async def flush_twins(self) -> None:
         dirty = self._twins.take_dirty()
@@ -157,7 +160,7 @@ class IngestPipeline:
         if dirty:
             data = [twin.to_dict() for twin in dirty]
             try:
-                await self._retry(lambda: self._state.save_twins(data), "twins")
+                await self._retry(lambda: self._state.save_twins(data), "twins", "state")
             except BaseException:
                 self._twins.mark_dirty(twin.id for twin in dirty)  # saved next time instead
                 raise

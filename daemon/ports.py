@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from daemon.core.alerts import AlertState
 from daemon.core.messages import Message
+from daemon.core.rulefmt import Group, Rule
+from daemon.core.tickets import Routing
 
 
 class Point(NamedTuple):
@@ -29,6 +32,18 @@ class DeadLetter:
     detail: str
     payload: bytes
     size: int
+
+
+#: key-value entry holding the id of the last alert event the actions consumed
+ACTIONS_CURSOR = "actions:cursor"
+
+
+class Outgoing(NamedTuple):
+    """An MQTT message that a committed action owes the world (published after the commit)."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
 
 
 class SeriesStore(Protocol):
@@ -77,7 +92,6 @@ class StateStore(Protocol):
         table within its row and byte bounds."""
         ...
 
-
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
 
     async def delete_dead_letters_before(self, ts_ms: int) -> int: ...
@@ -110,7 +124,34 @@ class StateStore(Protocol):
         tickets: Sequence[tuple[str, str, str, int, bytes]],
         ticket_events: Sequence[tuple[str, int, bytes]],
         notices: Sequence[tuple[str, int, bytes]],
-    ) -> None: ...
+        *,
+        decisions: Mapping[str, bytes | None] | None = None,
+        outgoing: Sequence[Outgoing] = (),
+        cursor: int | None = None,
+    ) -> list[int]:
+        """Persist one round of actions in one transaction; return the new outgoing row ids.
+
+        `decisions` are pending decisions (guidance deadlines, advisory markers) kept in the
+        key-value table (None deletes); `outgoing` are messages to publish once committed;
+        `cursor` is the id of the last alert event this round consumed.
+        """
+        ...
+
+    async def alert_events_after(
+        self, after_id: int, limit: int
+    ) -> list[tuple[int, dict[str, Any]]]: ...
+
+    async def last_alert_event_id(self) -> int: ...
+
+    async def values(self, prefix: str) -> dict[str, bytes]: ...
+
+    async def load_outgoing(self) -> list[tuple[int, Outgoing]]: ...
+
+    async def delete_outgoing(self, ids: Sequence[int]) -> None: ...
+
+    async def ping(self) -> None:
+        """Prove the store takes a write now (raises StoreUnavailable otherwise)."""
+        ...
 
     async def load_remediations(self) -> list[bytes]: ...
 
@@ -141,3 +182,43 @@ class BatchSource(Protocol):
     def batches(self) -> AsyncIterator[list[Received]]: ...
 
     def ack(self, items: list[Received]) -> None: ...
+
+
+class Delivery(Protocol):
+    """A publication under way; true once the broker acknowledged it (QoS 1)."""
+
+    def is_published(self) -> bool: ...
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> Delivery: ...
+
+
+class TicketSink(Protocol):
+    async def enqueue(
+        self, ticket_id: str, event: Mapping[str, Any], idempotency_key: str
+    ) -> None: ...
+
+
+class RuleLookup(Protocol):
+    """What actions need from the rule runtime: current alert states and the loaded rules."""
+
+    states: dict[str, AlertState]
+
+    def group(self, name: str) -> Group | None: ...
+
+    def rule_for(self, group: str, alert: str) -> Rule | None: ...
+
+
+class ServiceFiles(Protocol):
+    """The operator's service files: routing, customers, runbooks and customer guides."""
+
+    def routing(self) -> Routing: ...
+
+    def customer(self, customer_id: str) -> Mapping[str, Any] | None: ...
+
+    def customer_count(self) -> int: ...
+
+    def steps(self, rule_file: str, path: str) -> list[str]:
+        """The numbered steps of a runbook or guide named by a rule (relative to its file)."""
+        ...

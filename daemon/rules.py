@@ -31,6 +31,7 @@ from daemon.core.windows import SeriesWindows
 from daemon.errors import FrontlineError
 from daemon.metrics import Metrics
 from daemon.ports import SeriesStore, StateStore
+from daemon.resilience import StoreHealth, persist
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,10 @@ class RuleService:
         watch: Callable[[], Watch],
         metrics: Metrics,
         default_timeout_s: float,
+        health: StoreHealth | None = None,
     ) -> None:
         self.settings = settings
+        self._health = health or StoreHealth("series", "state")
         self._state = state
         self._series = series
         self._twins = twins
@@ -161,9 +164,7 @@ class RuleService:
             for metric, seconds in needed.items():
                 if seconds <= 0 or metric not in twin.metrics:
                     continue
-                points = await self._series.query_range(
-                    twin.id, metric, now - int(seconds * 1000), now
-                )
+                points = await self._read(twin.id, metric, now - int(seconds * 1000), now)
                 for ts, value in points:
                     self._windows.add(twin.id, metric, ts, value)
 
@@ -245,9 +246,14 @@ class RuleService:
     ) -> None:
         if not updates and not transitions:
             return
-        await self._state.save_alerts(
-            {k: (None if s is None else s.to_json()) for k, s in updates.items()},
-            [_event(t) for t in transitions],
+        states = {k: (None if s is None else s.to_json()) for k, s in updates.items()}
+        events = [_event(t) for t in transitions]
+        await persist(
+            lambda: self._state.save_alerts(states, events),
+            "alert states",
+            "state",
+            self._health,
+            self._metrics.store_errors.inc,
         )
         for key, state in updates.items():
             if state is None:
@@ -299,11 +305,21 @@ class RuleService:
         for twin in [t for t in self._twins if matches(group.match, t)]:
             for metric, seconds in needed.items():
                 start = now - int(max(seconds, 1.0) * 1000)
-                for ts, value in await self._series.query_range(twin.id, metric, start, now):
+                for ts, value in await self._read(twin.id, metric, start, now):
                     windows.add(twin.id, metric, ts, value)
         transitions = await self.evaluate(group, now, windows)
         log.info("scheduled group %s evaluated: %d transitions", name, len(transitions))
         return transitions
+
+    async def _read(
+        self, device: str, metric: str, start_ms: int, end_ms: int
+    ) -> list[tuple[int, float]]:
+        return await persist(
+            lambda: self._series.query_range(device, metric, start_ms, end_ms),
+            "rule windows (reading history)",
+            "series",
+            self._health,
+        )
 
     # -- reload ------------------------------------------------------------------------------
     async def reload(self, reason: str) -> ReloadResult:

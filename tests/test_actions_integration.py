@@ -200,11 +200,13 @@ def offline_daemon(broker: MosquittoProcess, tmp_path: Path, **env: str) -> Daem
     folder = tmp_path / "rules"
     folder.mkdir()
     (folder / "rules.yaml").write_text(OFFLINE_RULES)
+    routing = tmp_path / "routing.yaml"  # one default queue, no agents
+    routing.write_text("default: {queue: service, skill: general}\n")
     return DaemonProcess(
         broker,
         tmp_path / "data",
         FRONTLINE_RULES__PATHS=json.dumps([str(folder)]),
-        FRONTLINE_ACTIONS__ROUTING=str(tmp_path / "none.yaml"),
+        FRONTLINE_ACTIONS__ROUTING=str(routing),
         **env,
     )
 

@@ -245,4 +245,10 @@ def test_daemon_survives_broker_restart(broker: MosquittoProcess, frontline: Dae
     frontline.wait_for("frontline_points_written_total", 20)
     assert frontline.running
     status = json.loads(frontline.get("/readyz")[1])
-    assert status["checks"] == {"broker": True, "store": True}
+    assert status["checks"] == {
+        "broker": True,
+        "mqtt_thread": True,
+        "series_store": True,
+        "state_store": True,
+    }
+    assert status["problems"] == {}

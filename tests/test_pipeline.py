@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import daemon.pipeline
+import daemon.resilience
 from daemon.adapters.state_sqlite import SqliteStateStore
 from daemon.adapters.store_sqlite import SqliteSeriesStore
 from daemon.core.messages import Telemetry, classify
@@ -97,7 +97,7 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         seen.append(attempt)
         return 0.0
 
-    monkeypatch.setattr(daemon.pipeline, "backoff_delay", instant)
+    monkeypatch.setattr(daemon.resilience, "backoff_delay", instant)
     return seen
 
 

@@ -1,101 +1,65 @@
-"""Acting on alerts, cheapest first: M2M remediation, H2M guidance, H2H tickets.
+"""The action service: consumes persisted alert transitions and composes the concerns.
 
-The decisions are the pure state machines in `daemon.core.remediation` and `daemon.core.tickets`;
-this runtime feeds them alert transitions, device replies and the clock, carries out their effects
-(publish a command, a notice, a ticket event), and persists everything in the state database
-before anything leaves the process, so that a restart resumes where it stopped.
+Input is the rule runtime's `alert_events` table, read through a persisted cursor: each round
+commits its effects (remediation states, tickets, notices, pending decisions, the messages it owes
+the broker) together with the cursor of the last event it consumed, in one transaction. A crash
+before that commit replays the round on start-up; after it, the round is never repeated. So
+every FIRING/RESOLVED transition is acted on exactly once, across crashes, restarts and bursts.
+Replies and agents' actions are committed before they are acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from fnmatch import fnmatchcase
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
 
 import orjson
 
-from daemon.adapters.service_files import Customer, load_customers, load_routing, runbook_steps
+from daemon.actions import advisories, guidance, tickets
+from daemon.actions.advisories import Advisories
+from daemon.actions.guidance import Guidance
+from daemon.actions.publishing import Outbound
+from daemon.actions.remediation import Remediator
+from daemon.actions.tickets import TicketDesk
+from daemon.actions.work import Work
 from daemon.config import ActionsSettings
-from daemon.core.alerts import AlertState, Phase, Transition
-from daemon.core.expr import referenced_metrics
+from daemon.core.alerts import Phase, Transition
 from daemon.core.messages import Reply
-from daemon.core.remediation import (
-    DeviceView,
-    Effect,
-    Escalate,
-    Fixed,
-    NeedApproval,
-    Policy,
-    Remediation,
-    SendCommand,
-    advance,
-    approve,
-    on_reply,
-    start,
-)
+from daemon.core.remediation import Fixed, Policy, Remediation
 from daemon.core.rulefmt import Group, Rule
-from daemon.core.tickets import (
-    Routing,
-    Ticket,
-    acknowledge,
-    assign,
-    comment,
-    escalate_due,
-    open_ticket,
-    resolve,
-    update,
-)
+from daemon.core.tickets import Ticket, resolve
 from daemon.core.twin import Twins
 from daemon.metrics import Metrics
-from daemon.ports import SeriesStore, StateStore
+from daemon.ports import (
+    ACTIONS_CURSOR,
+    Publisher,
+    RuleLookup,
+    SeriesStore,
+    ServiceFiles,
+    StateStore,
+    TicketSink,
+)
+from daemon.resilience import StoreHealth, persist
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
+#: alert events consumed per transaction while catching up
+BATCH = 200
+_TRANSITION_FIELDS = {f.name for f in fields(Transition)}
 
 
-class Publisher(Protocol):
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None: ...
-
-
-class TicketSink(Protocol):
-    async def enqueue(
-        self, ticket_id: str, event: Mapping[str, Any], idempotency_key: str
-    ) -> None: ...
-
-
-class RuleLookup(Protocol):
-    states: dict[str, AlertState]
-
-    def group(self, name: str) -> Group | None: ...
-
-    def rule_for(self, group: str, alert: str) -> Rule | None: ...
-
-
-def iso(ms: int | None) -> str | None:
-    return (
-        None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-    )
-
-
-@dataclass
-class _Pending:
-    """What one round of work changed, to be persisted together and then published."""
-
-    remediations: dict[str, bytes | None] = field(default_factory=dict)
-    tickets: dict[str, Ticket] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    notices: list[dict[str, Any]] = field(default_factory=list)
-    commands: list[SendCommand] = field(default_factory=list)
-    opens: list[tuple[str, str, str]] = field(default_factory=list)  # key, kind, reason
-    fixed: list[Fixed] = field(default_factory=list)
+def transition_of(event: dict[str, Any]) -> Transition:
+    """The transition an `alert_events` row records."""
+    data = {k: v for k, v in event.items() if k in _TRANSITION_FIELDS}
+    data["from_phase"] = Phase(data["from_phase"])
+    data["to_phase"] = Phase(data["to_phase"])
+    return Transition(**data)
 
 
 class ActionService:
@@ -109,105 +73,151 @@ class ActionService:
         publisher: Publisher,
         metrics: Metrics,
         default_timeout_s: float,
+        files: ServiceFiles,
+        health: StoreHealth,
         sink: TicketSink | None = None,
         topic_prefix: str = "devices",
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.settings = settings
         self._rules = rules
-        self._twins = twins
-        self._series = series
         self._state = state
-        self._publisher = publisher
         self._metrics = metrics
-        self._timeout_s = default_timeout_s
+        self._files = files
+        self._health = health
         self._sink = sink
-        self._prefix = topic_prefix
         self._now = clock
-        self.policy = Policy(
-            max_sends=settings.max_sends,
-            command_ttl_ms=int(settings.command_ttl * 1000),
-            budget_per_hour=settings.budget_per_hour,
+        self.remediator = Remediator(
+            Policy(
+                max_sends=settings.max_sends,
+                command_ttl_ms=int(settings.command_ttl * 1000),
+                budget_per_hour=settings.budget_per_hour,
+            ),
+            settings.allowlist,
+            frozenset(settings.approval_required),
+            twins,
+            self._firing,
+            default_timeout_s,
         )
-        self.routing = Routing()
-        self.customers: dict[str, Customer] = {}
-        self.remediations: dict[str, Remediation] = {}
-        self.tickets: dict[str, Ticket] = {}
-        self._guided: dict[str, tuple[int, int]] = {}  # key -> (episode, guided at)
-        self._healthy_since: dict[str, int] = {}
-        self._sent: dict[str, deque[int]] = {}
-        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=10_000)
+        self.desk = TicketDesk(
+            settings,
+            rules,
+            twins,
+            series,
+            files,
+            metrics,
+            health,
+            self.remediator.log_of,
+            default_timeout_s,
+        )
+        self.guidance = Guidance(
+            files, int(settings.guidance_timeout * 1000), self._firing, self._clearing
+        )
+        self.advisories = Advisories()
+        self.outbound = Outbound(publisher, state, health, topic_prefix)
+        self.cursor = 0
+        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+
+    @property
+    def tickets(self) -> dict[str, Ticket]:
+        return self.desk.tickets
+
+    @property
+    def remediations(self) -> dict[str, Remediation]:
+        return self.remediator.remediations
 
     # -- start-up ----------------------------------------------------------------------------
     async def start(self) -> None:
-        s = self.settings
-        self.routing = load_routing(s.routing)
-        self.customers = load_customers(s.customers)
-        for data in await self._state.load_remediations():
-            rem = Remediation.from_json(data)
-            self.remediations[rem.key] = rem
-            for entry in rem.log:
-                if entry.event in {"sent", "no reply: sent again"}:
-                    self._sent.setdefault(rem.device, deque()).append(entry.at_ms)
-        for data in await self._state.load_tickets(open_only=True):
-            ticket = Ticket.from_json(data)
-            self.tickets[ticket.id] = ticket
+        """Restore state and the cursor. Call before the rule runtime commits anything."""
+        state = self._state
+        under_way = self.remediator.restore(await state.load_remediations())
+        self.desk.restore(
+            await state.load_tickets(open_only=True), await state.values(tickets.PREFIX)
+        )
+        self.guidance.restore(await state.values(guidance.PREFIX))
+        self.advisories.restore(await state.values(advisories.PREFIX))
+        saved = await state.get_value(ACTIONS_CURSOR)
+        if saved is None:
+            # A state DB from before the outbox (or a new one): act on what comes from now on,
+            # not on its whole history. Persisted at once, so a crash cannot skip events.
+            self.cursor = await state.last_alert_event_id()
+            await state.save_actions({}, [], [], [], cursor=self.cursor)
+        else:
+            self.cursor = int(saved)
+        behind = await state.last_alert_event_id() - self.cursor
+        routing = self._files.routing()
         log.info(
-            "actions: %d remediations, %d open tickets restored; %d routing rules, %d agents",
-            sum(1 for r in self.remediations.values() if not r.done),
-            len(self.tickets),
-            len(self.routing.rules),
-            len(self.routing.agents),
+            "actions: %d remediations under way, %d open tickets, %d customers awaiting their "
+            "guidance, %d alert events to catch up on; %d routing rules, %d agents, %d customers",
+            under_way,
+            len(self.desk.tickets),
+            len(self.guidance.guided),
+            behind,
+            len(routing.rules),
+            len(routing.agents),
+            self._files.customer_count(),
         )
 
-    # -- inputs (called from other tasks; never block) ----------------------------------------
-    def on_transitions(self, transitions: list[Transition]) -> None:
-        for transition in transitions:
-            if not transition.dry_run:
-                self._put(("transition", transition))
+    # -- inputs ------------------------------------------------------------------------------
+    def wake(self, _transitions: object = None) -> None:
+        """New alert events were committed (a rule-runtime listener)."""
+        self._wake.set()
 
-    def on_reply(self, reply: Reply, received_ms: int) -> None:
-        self._put(("reply", (reply, received_ms)))
-
-    def _put(self, item: tuple[str, Any]) -> None:
-        try:
-            self._inbox.put_nowait(item)
-        except asyncio.QueueFull:
-            log.error(
-                "action inbox full: dropped %s (the tick loop will catch up on alerts)", item[0]
-            )
+    async def handle_reply(self, reply: Reply, received_ms: int) -> None:
+        """Apply a device's reply to its command and commit it (before it is acknowledged)."""
+        async with self._lock:
+            work = Work()
+            self.remediator.on_reply(reply, received_ms, self._now(), work)
+            await self._commit(work)
 
     # -- loop --------------------------------------------------------------------------------
     async def run(self) -> None:
+        await self.outbound.resend_leftovers()
         while True:
+            await self.catch_up()
+            if self.settings.enabled:
+                await self.tick()
+            await self.outbound.confirm()
             with contextlib.suppress(TimeoutError):
-                item = await asyncio.wait_for(self._inbox.get(), timeout=TICK_S)
-                await self._handle(item)
-                while not self._inbox.empty():
-                    await self._handle(self._inbox.get_nowait())
-            await self.tick()
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            self._wake.clear()
 
-    async def _handle(self, item: tuple[str, Any]) -> None:
-        async with self._lock:
-            work = _Pending()
-            kind, payload = item
-            if kind == "transition":
-                await self._on_transition(payload, work)
-            else:
-                reply, received_ms = payload
-                self._on_reply(reply, received_ms, work)
-            await self._commit(work)
+    async def catch_up(self) -> int:
+        """Act on every committed alert event after the cursor; return how many."""
+        done = 0
+        while True:
+            events = await persist(
+                functools.partial(self._state.alert_events_after, self.cursor, BATCH),
+                "alert events (reading)",
+                "state",
+                self._health,
+            )
+            if not events:
+                return done
+            async with self._lock:
+                work = Work()
+                for event_id, event in events:
+                    work.alerts.append(event)
+                    work.cursor = event_id
+                    transition = transition_of(event)
+                    if self.settings.enabled and not transition.dry_run:
+                        try:
+                            await self._on_transition(transition, work)
+                        except Exception:  # one bad event must not stop every later one
+                            log.exception("acting on %s failed; moving on", event)
+                            self._metrics.action_errors.inc()
+                await self._commit(work)
+            done += len(events)
 
     async def tick(self) -> None:
         async with self._lock:
-            work = _Pending()
+            work = Work()
             now = self._now()
-            for rem in list(self.remediations.values()):
-                if not rem.done:
-                    self._advance(rem, now, work)
-            await self._guidance_timeouts(now, work)
-            self._tickets_tick(now, work)
+            self.remediator.tick(now, work)
+            for key in self.guidance.due(now, lambda k: self.desk.open_for(k) is not None, work):
+                await self._guidance_late(key, now, work)
+            self.desk.tick(now, self._firing, work)
             await self._commit(work)
 
     # -- alerts ------------------------------------------------------------------------------
@@ -226,356 +236,52 @@ class ActionService:
             and state.last_true_ms < state.last_eval_ms
         )
 
-    def _open_ticket_for(self, key: str) -> Ticket | None:
-        return next((t for t in self.tickets.values() if t.key == key and t.open), None)
-
-    async def _on_transition(self, t: Transition, work: _Pending) -> None:
+    async def _on_transition(self, t: Transition, work: Work) -> None:
         state = self._rules.states.get(t.key)
         rule = self._rules.rule_for(state.group, t.alert) if state else None
         if t.to_phase is Phase.RESOLVED:
-            self._healthy_since[t.key] = t.at_ms
+            self.desk.alert_resolved(t.key, t.at_ms, work)
             return
         if t.to_phase is not Phase.FIRING or rule is None or state is None:
             return
-        self._healthy_since.pop(t.key, None)
         group = self._rules.group(state.group)
         if group is not None and group.schedule:
+            self.desk.mark_unhealthy(t.key, work)
             await self._advise(t, rule, group, work)
             return
-        existing = self._open_ticket_for(t.key)
-        if existing is not None:
-            ticket, event = update(
-                existing, t.at_ms, f"{t.alert} fired again", t.labels.get("severity")
-            )
-            self._store(ticket, event, work)
-        if rule.remediate:
-            current = self.remediations.get(t.key)
-            if current is None or current.done:
-                rem = start(t.key, t.device, t.alert, t.at_ms, rule.remediate, t.at_ms)
-                self._advance(rem, self._now(), work)
-        if rule.guide:
-            self._guide(t, rule, work)
-        if rule.ticket == "always" and self._open_ticket_for(t.key) is None:
-            await self._open(t.key, "fault", "opened by policy (ticket: always)", work)
-        elif (
-            rule.ticket == "on_failure"
-            and not rule.remediate
-            and not rule.guide
-            and self._open_ticket_for(t.key) is None
-        ):
-            reason = "no remote fix or customer guidance for this fault"
-            await self._open(t.key, "fault", reason, work)
-
-    async def _advise(self, t: Transition, rule: Rule, group: Group, work: _Pending) -> None:
-        """Usage (customer-success) findings: an advisory, at most one per device per period."""
-        marker = f"advisory:{t.device}:{t.alert}"
-        last = await self._state.get_value(marker)
-        if last is not None and t.at_ms - int(last) < group.advisory_period_s * 1000:
-            log.info(
-                "advisory %s for %s skipped: one was sent within the period", t.alert, t.device
-            )
-            return
-        await self._state.set_value(marker, str(t.at_ms).encode())
-        if rule.guide:
-            self._guide(t, rule, work)
-        if rule.ticket != "never":
-            await self._open(t.key, "advisory", f"usage finding: {t.alert}", work)
-
-    def _guide(self, t: Transition, rule: Rule, work: _Pending) -> None:
-        assert rule.guide is not None
-        steps = runbook_steps(Path(rule.file).parent / rule.guide)
-        summary = t.annotations.get("summary", t.alert)
-        self._notice(t.device, "guidance", f"We noticed a problem: {summary}",
-                     "A few steps usually fix this:", steps, t.alert, work)  # fmt: skip
-        self._guided[t.key] = (t.at_ms, self._now())
-
-    async def _guidance_timeouts(self, now: int, work: _Pending) -> None:
-        timeout = int(self.settings.guidance_timeout * 1000)
-        for key, (_, since) in list(self._guided.items()):
-            if not self._firing(key):
-                del self._guided[key]
-            elif self._clearing(key):
-                # Held only by keep_firing_for: the customer's fix may be taking hold. The ticket
-                # waits; it opens if the condition comes back while the alert still fires.
-                continue
-            elif now - since >= timeout and self._open_ticket_for(key) is None:
-                del self._guided[key]
-                state = self._rules.states.get(key)
-                rule = self._rules.rule_for(state.group, state.alert) if state else None
-                if rule is not None and rule.ticket != "never" and not rule.remediate:
-                    minutes = int(timeout / 60000)
-                    await self._open(
-                        key, "fault", f"customer guidance did not clear it in {minutes} min", work
-                    )
-
-    # -- remediation -------------------------------------------------------------------------
-    def _view(self, rem: Remediation, now: int) -> DeviceView:
-        twin = self._twins.get(rem.device)
-        online = twin is not None and twin.online(now, self._timeout_s)
-        model = str(twin.meta.get("model", "")) if twin else ""
-        sent = self._sent.setdefault(rem.device, deque())
-        while sent and now - sent[0] > 3600_000:
-            sent.popleft()
-        return DeviceView(online, self._firing(rem.key), model, len(sent))
-
-    def _allowed(self, model: str) -> frozenset[str] | None:
-        for pattern, methods in self.settings.allowlist.items():
-            if fnmatchcase(model, pattern):
-                return frozenset(methods)
-        return None
-
-    def _advance(self, rem: Remediation, now: int, work: _Pending) -> None:
-        view = self._view(rem, now)
-        new, effects = advance(
-            rem,
-            now,
-            view,
-            self.policy,
-            self._allowed(view.model),
-            frozenset(self.settings.approval_required),
-        )
-        self._apply(new, effects, work)
-
-    def _on_reply(self, reply: Reply, received_ms: int, work: _Pending) -> None:
-        try:
-            body = orjson.loads(reply.payload)
-            status, message = str(body.get("status", "error")), str(body.get("message", ""))
-        except (orjson.JSONDecodeError, AttributeError):
-            status, message = "error", "unreadable reply"
-        for rem in self.remediations.values():
-            if rem.device == reply.device and rem.command_id == reply.command_id:
-                new, effects = on_reply(
-                    rem, reply.command_id, status, message, received_ms, self.policy
-                )
-                self._apply(new, effects, work)
-                return
-        log.info(
-            "reply to unknown or finished command %s from %s: %s",
-            reply.command_id,
-            reply.device,
-            status,
-        )
-
-    def _apply(self, rem: Remediation, effects: list[Effect], work: _Pending) -> None:
-        if rem != self.remediations.get(rem.key):
-            self.remediations[rem.key] = rem
-            work.remediations[rem.key] = rem.to_json()
-            ticket = self._open_ticket_for(rem.key)
-            if ticket is not None:  # the agent sees the remediation log as it grows
-                self.tickets[ticket.id] = ticket.__class__(
-                    **{
-                        **ticket.__dict__,
-                        "context": {**ticket.context, "remediation": [e.__dict__ for e in rem.log]},
-                    }
-                )
-                work.tickets[ticket.id] = self.tickets[ticket.id]
-        for effect in effects:
-            if isinstance(effect, SendCommand):
-                work.commands.append(effect)
-                self._sent.setdefault(effect.device, deque()).append(self._now())
-                self._metrics.commands_sent.inc()
-            elif isinstance(effect, Fixed):
-                work.fixed.append(effect)
-            elif isinstance(effect, Escalate):
-                work.opens.append((effect.key, "fault", effect.reason))
-            elif isinstance(effect, NeedApproval):
-                reason = f"approval needed before sending {effect.method} {dict(effect.params)}"
-                work.opens.append((effect.key, "approval", reason))
-
-    # -- tickets -----------------------------------------------------------------------------
-    def _load(self) -> dict[str, int]:
-        load: dict[str, int] = {}
-        for ticket in self.tickets.values():
-            if ticket.open and ticket.assignee:
-                load[ticket.assignee] = load.get(ticket.assignee, 0) + 1
-        return load
-
-    async def _open(self, key: str, kind: str, reason: str, work: _Pending) -> Ticket | None:
-        state = self._rules.states.get(key)
-        if state is None:
-            return None
-        rule = self._rules.rule_for(state.group, state.alert)
-        if rule is None:
-            return None
-        twin = self._twins.get(state.device)
-        customer_id = str(twin.meta.get("customer", "")) if twin else ""
-        customer = self.customers.get(customer_id)
-        tier = customer.tier if customer else _label(twin.meta if twin else {}, "tier")
-        context = await self._context(state, rule, customer_id, customer)
-        summary = state.annotations.get("summary") or f"{state.alert} on {state.device}"
-        if kind == "approval":
-            summary = f"Approval needed: {summary}"
-        episode = state.fired_at_ms or self._now()
-        ticket, event = open_ticket(
-            key=key,
-            episode=episode,
-            device=state.device,
-            alert=state.alert,
-            kind=kind,
-            summary=summary,
-            labels=dict(rule.labels),
-            tier=tier,
-            context=context,
-            routing=self.routing,
-            load=self._load(),
-            now_ms=self._now(),
-            reason=reason,
-        )
-        if ticket.id in self.tickets:  # the same episode already has its ticket
-            return self.tickets[ticket.id]
-        self._store(ticket, event, work)
-        self._metrics.tickets_opened.labels(kind).inc()
-        log.info("ticket %s opened for %s on %s: %s", ticket.id, state.alert, state.device, reason)
-        return ticket
-
-    async def _context(
-        self, state: AlertState, rule: Rule, customer_id: str, customer: Customer | None
-    ) -> dict[str, Any]:
+        self.desk.alert_fired(t.key, t.at_ms, t.labels.get("severity"), t.alert, work)
         now = self._now()
-        twin = self._twins.get(state.device)
-        onset = state.active_since_ms or state.fired_at_ms or now
-        half = int(self.settings.context_window * 500)
-        telemetry: dict[str, list[list[float]]] = {}
-        for metric in referenced_metrics(rule.expr):
-            points = await self._series.query_range(state.device, metric, onset - half, now)
-            telemetry[metric] = [[ts, value] for ts, value in points]
-        rem = self.remediations.get(state.key)
-        runbook = rule.annotations.get("runbook")
-        return {
-            "device": {
-                "id": state.device,
-                "online": twin.online(now, self._timeout_s) if twin else False,
-                "status": twin.status if twin else None,
-                "last_seen": iso(twin.last_seen_ms) if twin else None,
-                "metrics": {k: v for k, (_, v) in twin.metrics.items()} if twin else {},
-                "attributes": {k: v for k, (_, v) in twin.attributes.items()} if twin else {},
-                "meta": dict(twin.meta) if twin else {},
-                "snapshot_at": iso(now),
-            },
-            "live": f"{self.settings.console_url}/api/v1/devices/{state.device}",
-            "telemetry": {
-                "from": iso(onset - half),
-                "to": iso(now),
-                "onset": iso(onset),
-                "series": telemetry,
-            },
-            "rule": {
-                "group": rule.group,
-                "alert": rule.alert,
-                "expr": rule.expr_text,
-                "for": rule.for_s,
-                "labels": dict(rule.labels),
-                "annotations": dict(state.annotations),
-                "file": rule.file,
-            },
-            "trigger": {
-                "value": state.value,
-                "fired_at": iso(state.fired_at_ms),
-                "pending_since": iso(state.active_since_ms),
-            },
-            "anomaly": {},
-            "remediation": [e.__dict__ for e in rem.log] if rem else [],
-            "customer": {
-                "id": customer_id or None,
-                **(customer.model_dump() if customer else {}),
-                "location": (
-                    customer.location
-                    if customer and customer.location
-                    else (twin.meta.get("location") if twin else None)
-                ),
-            },
-            "runbook": {
-                "path": runbook,
-                "steps": runbook_steps(Path(rule.file).parent / runbook) if runbook else [],
-            },
-        }
+        if rule.remediate:
+            self.remediator.begin(t.key, t.device, t.alert, t.at_ms, rule.remediate, now, work)
+        if rule.guide:
+            self.guidance.guide(t, rule, now, work)
+        if self.desk.open_for(t.key) is not None:
+            return
+        if rule.ticket == "always":
+            await self.desk.open(t.key, "fault", "opened by policy (ticket: always)", now, work)
+        elif rule.ticket == "on_failure" and not rule.remediate and not rule.guide:
+            reason = "no remote fix or customer guidance for this fault"
+            await self.desk.open(t.key, "fault", reason, now, work)
 
-    def _store(self, ticket: Ticket, event: dict[str, Any], work: _Pending) -> None:
-        self.tickets[ticket.id] = ticket
-        work.tickets[ticket.id] = ticket
-        work.events.append(event)
+    async def _advise(self, t: Transition, rule: Rule, group: Group, work: Work) -> None:
+        """Usage (customer-success) findings: an advisory, at most one per device per period."""
+        if not self.advisories.claim(t, int(group.advisory_period_s * 1000), work):
+            return
+        now = self._now()
+        if rule.guide:
+            self.guidance.guide(t, rule, now, work)
+        if rule.ticket != "never":
+            await self.desk.open(t.key, "advisory", f"usage finding: {t.alert}", now, work)
 
-    def _tickets_tick(self, now: int, work: _Pending) -> None:
-        quiet = int(self.settings.quiet_period * 1000)
-        load = self._load()
-        for current in list(self.tickets.values()):
-            if not current.open:
-                continue
-            ticket, event = escalate_due(current, self.routing, load, now)
-            if event is not None:
-                self._store(ticket, event, work)
-                self._metrics.tickets_escalated.inc()
-            if ticket.kind == "approval":
-                continue
-            healthy = self._healthy_since.get(ticket.key)
-            if (
-                healthy is None
-                and not self._firing(ticket.key)
-                and ticket.key not in self._rules.states
-            ):
-                healthy = self._healthy_since.setdefault(ticket.key, now)
-            if healthy is not None and not self._firing(ticket.key) and now - healthy >= quiet:
-                minutes = int(quiet / 60000)
-                ticket, event = resolve(
-                    ticket, "frontline", f"device healthy for {minutes} min", now
-                )
-                self._store(ticket, event, work)
-                self._notice(ticket.device, "resolved", f"Resolved: {ticket.summary}",
-                             "We detected this problem and it is now fixed. No action is needed.",
-                             [], ticket.alert, work)  # fmt: skip
+    async def _guidance_late(self, key: str, now: int, work: Work) -> None:
+        state = self._rules.states.get(key)
+        rule = self._rules.rule_for(state.group, state.alert) if state else None
+        if rule is not None and rule.ticket != "never" and not rule.remediate:
+            minutes = int(self.guidance.timeout_ms / 60000)
+            reason = f"customer guidance did not clear it in {minutes} min"
+            await self.desk.open(key, "fault", reason, now, work)
 
-    # -- notices -----------------------------------------------------------------------------
-    def _notice(self, device: str, kind: str, title: str, message: str, steps: list[str],
-                alert: str, work: _Pending) -> None:  # fmt: skip
-        work.notices.append({
-            "device": device, "kind": kind, "title": title, "message": message,
-            "steps": steps, "alert": alert, "at_ms": self._now(),
-        })  # fmt: skip
-
-    # -- commit ------------------------------------------------------------------------------
-    async def _commit(self, work: _Pending) -> None:
-        # Effects that open tickets or notices need the state at hand: resolve them first.
-        for key, kind, reason in work.opens:
-            await self._open(key, kind, reason, work)
-        for fixed in work.fixed:
-            self._fixed(fixed, work)
-        notices, events = work.notices, work.events
-        if self._sink is not None:
-            # The outbox first, with a key that a replay would reproduce (ticket id + sequence):
-            # a crash between the two writes then repeats an event the outbox ignores, rather
-            # than losing one the helpdesk never hears about.
-            for event in events:
-                key = f"{event['ticket_id']}:{event['seq']}"
-                await self._sink.enqueue(event["ticket_id"], event, key)
-        await self._state.save_actions(
-            work.remediations,
-            [
-                (t.id, t.key, t.status.value, t.created_ms, t.to_json())
-                for t in work.tickets.values()
-            ],
-            [(e["ticket_id"], e["at_ms"], orjson.dumps(e)) for e in events],
-            [(n["device"], n["at_ms"], orjson.dumps(n)) for n in notices],
-        )
-        for ticket in work.tickets.values():
-            if not ticket.open:
-                self.tickets.pop(ticket.id, None)
-        for command in work.commands:
-            payload = {
-                "method": command.method,
-                "params": dict(command.params),
-                "expires_at": iso(command.expires_at_ms),
-            }
-            topic = f"{self._prefix}/{command.device}/commands/{command.command_id}"
-            self._publisher.publish(topic, orjson.dumps(payload))
-            log.info("command %s %s sent to %s", command.command_id, command.method, command.device)
-        for notice in notices:
-            self._publisher.publish(f"frontline/notices/{notice['device']}", orjson.dumps(notice))
-            self._metrics.notices_sent.labels(notice["kind"]).inc()
-        for event in events:
-            body = orjson.dumps(event)
-            self._publisher.publish(f"frontline/tickets/{event['ticket_id']}", body)
-
-    def _fixed(self, fixed: Fixed, work: _Pending) -> None:
+    def _fixed(self, fixed: Fixed, now: int, work: Work) -> None:
         """A verified remote fix: tell the customer, close the ticket if one was opened."""
         state = self._rules.states.get(fixed.key)
         summary = state.annotations.get("summary", fixed.alert) if state else fixed.alert
@@ -583,45 +289,77 @@ class ActionService:
             f"We noticed this problem and already fixed it remotely ({fixed.method}). "
             "No action is needed."
         )
-        self._notice(fixed.device, "fixed", f"Fixed: {summary}", message, [], fixed.alert, work)
+        work.notice(fixed.device, "fixed", f"Fixed: {summary}", message, [], fixed.alert, now)
         self._metrics.remediations_cleared.inc()
-        ticket = self._open_ticket_for(fixed.key)
-        if ticket is not None:
-            reason = f"fixed remotely by {fixed.method} (verified)"
-            ticket, event = resolve(ticket, "frontline", reason, self._now())
-            self._store(ticket, event, work)
+        self.desk.resolve_fixed(fixed.key, fixed.method, now, work)
+
+    # -- commit ------------------------------------------------------------------------------
+    async def _commit(self, work: Work) -> None:
+        now = self._now()
+        # Effects that open tickets or notices need the state at hand: resolve them first.
+        for key, kind, reason in work.opens:
+            await self.desk.open(key, kind, reason, now, work)
+        for fixed in work.fixed:
+            self._fixed(fixed, now, work)
+        for key in work.remediations:
+            self.desk.refresh_remediation(key, work)
+        if self._sink is not None:
+            # The webhook's outbox first, with a key that a replay reproduces (ticket id +
+            # sequence): a crash between the two writes repeats an event the outbox ignores.
+            for event in work.events:
+                await self._enqueue(event)
+        messages = self.outbound.messages(work)
+        ids = await persist(
+            lambda: self._state.save_actions(
+                work.remediations,
+                [
+                    (t.id, t.key, t.status.value, t.created_ms, t.to_json())
+                    for t in work.tickets.values()
+                ],
+                [(e["ticket_id"], e["at_ms"], orjson.dumps(e)) for e in work.events],
+                [(n["device"], n["at_ms"], orjson.dumps(n)) for n in work.notices],
+                decisions=work.decisions,
+                outgoing=messages,
+                cursor=work.cursor,
+            ),
+            "actions",
+            "state",
+            self._health,
+        )
+        if work.cursor is not None:
+            self.cursor = work.cursor
+        self.desk.closed(work)
+        self.outbound.send(ids, messages)
+        for command in work.commands:
+            self._metrics.commands_sent.inc()
+            log.info("command %s %s sent to %s", command.command_id, command.method, command.device)
+        for notice in work.notices:
+            self._metrics.notices_sent.labels(notice["kind"]).inc()
+
+    async def _enqueue(self, event: dict[str, Any]) -> None:
+        sink = self._sink
+        assert sink is not None
+        key = f"{event['ticket_id']}:{event['seq']}"
+        await persist(
+            lambda: sink.enqueue(event["ticket_id"], event, key),
+            "webhook outbox",
+            "state",
+            self._health,
+        )
 
     # -- agents (HTTP API / CLI) -------------------------------------------------------------
     async def ticket_action(self, ticket_id: str, action: str, who: str, arg: str = "") -> Ticket:
         async with self._lock:
-            ticket = self.tickets.get(ticket_id)
+            ticket = self.desk.tickets.get(ticket_id)
             if ticket is None:
                 raise KeyError(ticket_id)
             now = self._now()
-            work = _Pending()
-            if action == "ack":
-                ticket, event = acknowledge(ticket, who, now)
-            elif action == "assign":
-                ticket, event = assign(ticket, arg, who, now)
-            elif action == "comment":
-                ticket, event = comment(ticket, who, arg, now)
-            elif action == "resolve":
-                ticket, event = resolve(ticket, who, arg or "resolved by an agent", now)
-            elif action == "approve":
-                rem = self.remediations.get(ticket.key)
-                if rem is None:
-                    raise ValueError("no remediation waits for approval on this ticket")
-                self._apply(approve(rem, now, who), [], work)
+            work = Work()
+            if action == "approve":
+                self.remediator.approve(ticket.key, now, who, work)
                 ticket, event = resolve(ticket, who, f"approved by {who}", now)
+                self.desk.store(ticket, event, work)
             else:
-                raise ValueError(f"unknown action {action!r}")
-            self._store(ticket, event, work)
+                ticket = self.desk.act(ticket, action, who, arg, now, work)
             await self._commit(work)
             return ticket
-
-
-def _label(meta: Mapping[str, object], name: str, default: str = "standard") -> str:
-    labels = meta.get("labels")
-    if isinstance(labels, dict) and name in labels:
-        return str(labels[name])
-    return default

@@ -37,8 +37,10 @@ class HttpApi:
         actions: ActionService | None = None,
         twins: Twins | None = None,
         default_timeout_s: float = 600.0,
+        problems: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self._settings = settings
+        self._problems = problems
         self._metrics = metrics
         self._readiness = readiness
         self._rules = rules
@@ -78,7 +80,11 @@ class HttpApi:
         checks = self._readiness()
         ready = all(checks.values())
         return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
+            {
+                "status": "ready" if ready else "not ready",
+                "checks": checks,
+                "problems": self._problems(),
+            },
             status=200 if ready else 503,
         )
 

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 STATUS_TOPIC = "frontline/status"
 #: QoS 0 messages are not bounded by the receive maximum; past this, paho's thread waits.
 MAX_BUFFERED = 200_000
+#: messages handed to the pipeline at once: a burst is worked through in slices, so the event
+#: loop (HTTP health, metrics, rules) gets its turn between them
+MAX_TAKE = 5_000
 
 
 class MqttIngest:
@@ -55,6 +58,7 @@ class MqttIngest:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.connects = 0
+        self.thread_restarts = 0
         self.connected_at_ms: int | None = None
         self.client = self._make_client()
 
@@ -138,6 +142,13 @@ class MqttIngest:
         )
 
     def _network_loop(self) -> None:
+        try:
+            self._connect_loop()
+        except Exception:  # paho's thread must never die silently; the watchdog restarts it
+            log.exception("the MQTT network thread failed")
+            raise
+
+    def _connect_loop(self) -> None:
         s = self._settings
         attempt = 0
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
@@ -160,7 +171,13 @@ class MqttIngest:
                 self._stopping.wait(delay)
                 continue
             connects_before = self.connects
-            self.client.loop_forever()
+            try:
+                self.client.loop_forever()
+            except Exception:  # a bug in a callback must cost a reconnect, not the ingest
+                log.exception("MQTT network loop failed; reconnecting")
+                with contextlib.suppress(Exception):
+                    self.client.disconnect()
+                self._connected = False
             if self.connects > connects_before:
                 attempt = 0
             if not self._stopping.is_set():
@@ -178,10 +195,26 @@ class MqttIngest:
         """Messages received and not yet taken by the pipeline."""
         return len(self._buffer)
 
+    @property
+    def alive(self) -> bool:
+        """True while paho's network thread runs (or before it was started)."""
+        return self._thread is None or self._thread.is_alive() or self._stopping.is_set()
+
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._network_loop, name="mqtt-ingest", daemon=True)
         self._thread.start()
+
+    def revive(self) -> bool:
+        """Restart a dead network thread (the watchdog calls this); True if it had to."""
+        if self.alive:
+            return False
+        log.error("the MQTT network thread died; restarting it")
+        self.thread_restarts += 1
+        self._connected = False
+        self.client = self._make_client()
+        self.start()
+        return True
 
     async def batches(self) -> AsyncIterator[list[Received]]:
         """Yield the messages received since the last batch, until intake stops and is drained."""
@@ -195,7 +228,7 @@ class MqttIngest:
                 except TimeoutError:
                     continue
             with self._lock:
-                items, self._buffer = self._buffer, []
+                items, self._buffer = self._buffer[:MAX_TAKE], self._buffer[MAX_TAKE:]
             if items:
                 yield items
 
@@ -206,9 +239,9 @@ class MqttIngest:
             if item.qos and item.epoch == epoch:
                 self.client.ack(item.mid, item.qos)
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
         """Publish at QoS 1 on the daemon's connection (paho queues it while disconnected)."""
-        self.client.publish(topic, payload, qos=1, retain=retain)
+        return self.client.publish(topic, payload, qos=1, retain=retain)
 
     def stop_intake(self) -> None:
         """Stop taking new messages; what was received can still be drained and acknowledged."""

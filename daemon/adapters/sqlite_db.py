@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,9 @@ class SqliteDb:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(self._schema)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS health_probe (id INTEGER PRIMARY KEY, at_ns INTEGER)"
+        )
         self._conn = conn
 
     async def open(self) -> None:
@@ -65,6 +69,19 @@ class SqliteDb:
             return await loop.run_in_executor(self._executor, self._run, fn, connect)
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
+
+    async def probe(self) -> None:
+        """Prove the database takes a write now: one row rewritten in its own transaction.
+
+        A read would succeed on a read-only or full disk; readiness must see what writers see.
+        """
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO health_probe (id, at_ns) VALUES (1, ?)", (time.time_ns(),)
+            )
+
+        await self.call(self.transaction(write))
 
     @property
     def conn(self) -> sqlite3.Connection:

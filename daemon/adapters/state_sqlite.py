@@ -11,7 +11,7 @@ import orjson
 
 from daemon.adapters.sqlite_db import SqliteDb
 from daemon.adapters.state_bounds import DeadLetterBound, prune_history
-from daemon.ports import DeadLetter
+from daemon.ports import ACTIONS_CURSOR, DeadLetter, Outgoing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS twins (
@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outgoing (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    retain INTEGER NOT NULL
+);
 """
 
 
@@ -86,7 +92,6 @@ class SqliteStateStore:
         self._db = SqliteDb(path, SCHEMA, "state-db")
         self.url = self._db.url
         self._letters = DeadLetterBound(dead_letter_max_rows, dead_letter_max_bytes)
-
 
     async def open(self) -> None:
         await self._db.open()
@@ -230,10 +235,21 @@ class SqliteStateStore:
         tickets: Sequence[tuple[str, str, str, int, bytes]],
         ticket_events: Sequence[tuple[str, int, bytes]],
         notices: Sequence[tuple[str, int, bytes]],
-    ) -> None:
-        """Persist remediation states, tickets, their events and notices in one transaction."""
+        *,
+        decisions: Mapping[str, bytes | None] | None = None,
+        outgoing: Sequence[Outgoing] = (),
+        cursor: int | None = None,
+    ) -> list[int]:
+        """Persist one round of actions in one transaction; return the new outgoing row ids.
 
-        def write(conn: sqlite3.Connection) -> None:
+        Everything a round decided is one durable fact: its remediation states, tickets and
+        their events, notices, pending decisions, the messages it owes the broker and how far
+        it read the alert events. A crash before the commit replays the round; after it, the
+        round is never repeated.
+        """
+        decisions = decisions or {}
+
+        def write(conn: sqlite3.Connection) -> list[int]:
             conn.executemany(
                 "INSERT OR REPLACE INTO remediations (key, data) VALUES (?, ?)",
                 [(k, v) for k, v in remediations.items() if v is not None],
@@ -252,9 +268,89 @@ class SqliteStateStore:
                 ticket_events,
             )
             conn.executemany("INSERT INTO notices (device, at_ms, data) VALUES (?, ?, ?)", notices)
+            conn.executemany(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                [(k, v) for k, v in decisions.items() if v is not None],
+            )
+            conn.executemany(
+                "DELETE FROM kv WHERE key = ?", [(k,) for k, v in decisions.items() if v is None]
+            )
+            if cursor is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                    (ACTIONS_CURSOR, str(cursor).encode()),
+                )
+            ids = []
+            for message in outgoing:
+                row = conn.execute(
+                    "INSERT INTO outgoing (topic, payload, retain) VALUES (?, ?, ?)",
+                    (message.topic, message.payload, int(message.retain)),
+                )
+                ids.append(int(row.lastrowid or 0))
+            return ids
 
-        if remediations or tickets or ticket_events or notices:
-            await self._db.call(self._db.transaction(write))
+        if (
+            remediations
+            or tickets
+            or ticket_events
+            or notices
+            or decisions
+            or outgoing
+            or (cursor is not None)
+        ):
+            return await self._db.call(self._db.transaction(write))
+        return []
+
+    async def alert_events_after(
+        self, after_id: int, limit: int
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Return up to `limit` transition events with an id above `after_id`, oldest first."""
+
+        def select() -> list[tuple[int, dict[str, Any]]]:
+            rows = self._db.conn.execute(
+                "SELECT id, data FROM alert_events WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            )
+            return [(int(row[0]), orjson.loads(row[1])) for row in rows]
+
+        return await self._db.call(select)
+
+    async def last_alert_event_id(self) -> int:
+        def select() -> int:
+            row = self._db.conn.execute("SELECT max(id) FROM alert_events").fetchone()
+            return int(row[0] or 0)
+
+        return await self._db.call(select)
+
+    async def values(self, prefix: str) -> dict[str, bytes]:
+        """Return every key-value entry whose key starts with `prefix`."""
+
+        def select() -> dict[str, bytes]:
+            rows = self._db.conn.execute(
+                "SELECT key, value FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            )
+            return {str(row[0]): bytes(row[1]) for row in rows}
+
+        return await self._db.call(select)
+
+    async def load_outgoing(self) -> list[tuple[int, Outgoing]]:
+        def select() -> list[tuple[int, Outgoing]]:
+            rows = self._db.conn.execute(
+                "SELECT id, topic, payload, retain FROM outgoing ORDER BY id"
+            )
+            return [(int(r[0]), Outgoing(str(r[1]), bytes(r[2]), bool(r[3]))) for r in rows]
+
+        return await self._db.call(select)
+
+    async def delete_outgoing(self, ids: Sequence[int]) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM outgoing WHERE id = ?", [(i,) for i in ids])
+
+        if ids:
+            await self._db.call(self._db.transaction(delete))
+
+    async def ping(self) -> None:
+        await self._db.probe()
 
     async def load_remediations(self) -> list[bytes]:
         return await self._db.call(

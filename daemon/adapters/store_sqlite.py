@@ -126,4 +126,4 @@ class SqliteSeriesStore:
         )
 
     async def ping(self) -> None:
-        await self._db.call(lambda: self._db.conn.execute("SELECT 1").fetchone())
+        await self._db.probe()

@@ -1,0 +1,86 @@
+"""What committed actions owe the broker: commands, notices, ticket and alert events.
+
+Each message is written to the state DB's `outgoing` table in the same transaction as the action
+that owes it, published after the commit, and deleted once the broker acknowledged it (QoS 1).
+A crash in between publishes it again on start-up: at least once, never lost. A command repeated
+this way carries the same command id, which devices use to act on it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import orjson
+
+from daemon.actions.work import Work, iso
+from daemon.ports import Delivery, Outgoing, Publisher, StateStore
+from daemon.resilience import StoreHealth, persist
+
+log = logging.getLogger(__name__)
+
+NOTICES = "frontline/notices"
+TICKETS = "frontline/tickets"
+ALERTS = "frontline/alerts"
+
+
+class Outbound:
+    def __init__(
+        self, publisher: Publisher, state: StateStore, health: StoreHealth, topic_prefix: str
+    ) -> None:
+        self._publisher = publisher
+        self._state = state
+        self._health = health
+        self._prefix = topic_prefix
+        self._inflight: list[tuple[int, Delivery]] = []
+
+    def messages(self, work: Work) -> list[Outgoing]:
+        out = []
+        for command in work.commands:
+            payload = {
+                "method": command.method,
+                "params": dict(command.params),
+                "expires_at": iso(command.expires_at_ms),
+            }
+            topic = f"{self._prefix}/{command.device}/commands/{command.command_id}"
+            out.append(Outgoing(topic, orjson.dumps(payload)))
+        out.extend(
+            Outgoing(f"{NOTICES}/{notice['device']}", orjson.dumps(notice))
+            for notice in work.notices
+        )
+        out.extend(
+            Outgoing(f"{TICKETS}/{event['ticket_id']}", orjson.dumps(event))
+            for event in work.events
+        )
+        out.extend(
+            Outgoing(f"{ALERTS}/{event['device']}", orjson.dumps(event)) for event in work.alerts
+        )
+        return out
+
+    def send(self, ids: Sequence[int], messages: Sequence[Outgoing]) -> None:
+        for row, message in zip(ids, messages, strict=True):
+            delivery = self._publisher.publish(message.topic, message.payload, message.retain)
+            self._inflight.append((row, delivery))
+
+    async def resend_leftovers(self) -> int:
+        """Publish what a previous run committed but the broker never acknowledged."""
+        rows = await persist(self._state.load_outgoing, "outgoing (loading)", "state", self._health)
+        self.send([row for row, _ in rows], [message for _, message in rows])
+        if rows:
+            log.info("publishing %d messages left over from the previous run", len(rows))
+        return len(rows)
+
+    async def confirm(self) -> None:
+        """Forget the messages the broker acknowledged."""
+        done = [row for row, delivery in self._inflight if delivery.is_published()]
+        if not done:
+            return
+        await persist(
+            lambda: self._state.delete_outgoing(done), "outgoing (delivered)", "state", self._health
+        )
+        finished = set(done)
+        self._inflight = [(row, d) for row, d in self._inflight if row not in finished]
+
+    @property
+    def pending(self) -> int:
+        return len(self._inflight)
