@@ -17,6 +17,9 @@ _TOTALS = f"SELECT count(*), coalesce(sum({LETTER_BYTES}), 0) FROM dead_letters"
 _OLDEST = f"SELECT id, {LETTER_BYTES} FROM dead_letters ORDER BY id"  # noqa: S608  constant
 _DRAW = 256  # oldest rows read at a time while dropping
 
+#: the WAL is truncated to this after a checkpoint (SQLite checkpoints it at 1,000 pages, 4 MiB)
+WAL_LIMIT_BYTES = 8 * 1024 * 1024
+
 DeadLetterRow = tuple[int, str, str | None, str, str, bytes, int]  # as in the INSERT
 FINISHED_REMEDIATIONS = ("cleared", "failed", "not_needed")  # core.remediation.DONE
 

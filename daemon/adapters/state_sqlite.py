@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from daemon.adapters.sqlite_db import SqliteDb
-from daemon.adapters.state_bounds import DeadLetterBound, prune_history
+from daemon.adapters.state_bounds import WAL_LIMIT_BYTES, DeadLetterBound, prune_history
 from daemon.ports import ACTIONS_CURSOR, DeadLetter, Outgoing
 
 SCHEMA = """
@@ -95,6 +95,11 @@ class SqliteStateStore:
 
     async def open(self) -> None:
         await self._db.open()
+        # Without a limit the WAL keeps its high-water mark for good: after a flood, one
+        # transaction's worth of dead letters (up to their byte bound). Truncated back instead.
+        await self._db.call(
+            lambda: self._db.conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+        )
 
     async def close(self) -> None:
         await self._db.close()
