@@ -272,35 +272,42 @@ class App:
 
     async def _maintenance_loop(self, series: SeriesStore, state: StateStore) -> None:
         """Apply every retention bound (docs/operations.md, "Bounds") every 10 minutes."""
+        while True:
+            try:
+                await self._maintain(series, state)
+            except StoreUnavailable as exc:  # the next round tries again; nothing is owed
+                self.health.failed("state" if exc.url == state.url else "series", exc.detail)
+                log.error("retention round failed (%s); trying again in %.0fs", exc, MAINTENANCE_S)
+            await asyncio.sleep(MAINTENANCE_S)
+
+    async def _maintain(self, series: SeriesStore, state: StateStore) -> None:
         s = self.settings
         retention_ms = int(s.store.retention * 1000)
-        while True:
-            now = now_ms()
-            deleted = await series.delete_before(now - retention_ms)
-            if deleted:
-                log.info("retention removed %d points older than %ss", deleted, s.store.retention)
-            await state.delete_dead_letters_before(now - int(s.ingest.dead_letter_retention * 1000))
-            # Alert events feed the actions through a persisted cursor (moved with the actions
-            # off too): one they have not consumed stays, however old.
-            cursor = await state.get_value(ACTIONS_CURSOR)
-            consumed = int(cursor) if cursor is not None else 0
-            before = now - int(s.store.history_retention * 1000)
-            pruned = await state.prune_history(before, consumed)
-            for table, count in pruned.items():
-                self.metrics.history_pruned.labels(table).inc(count)
-            if any(pruned.values()):
-                log.info("history retention removed %s", ", ".join(
-                    f"{count} {table}" for table, count in pruned.items() if count
-                ))  # fmt: skip
-            if self.twins is not None:
-                # Devices that never sent meta, silent as long as their series are kept. Their
-                # rule windows are empty by now (rules.max_window <= store.retention) and were
-                # dropped by the rules' trim.
-                gone = self.twins.forget(self.twins.forgettable(now - retention_ms))
-                if gone:
-                    await state.delete_twins(gone)
-                    self.twins.mark_dirty(gone)  # any that came back meanwhile are saved again
-                    self.metrics.devices_forgotten.inc(len(gone))
-                    log.info("forgot %d devices without meta, silent for %ss",
-                             len(gone), s.store.retention)  # fmt: skip
-            await asyncio.sleep(MAINTENANCE_S)
+        now = now_ms()
+        deleted = await series.delete_before(now - retention_ms)
+        if deleted:
+            log.info("retention removed %d points older than %ss", deleted, s.store.retention)
+        await state.delete_dead_letters_before(now - int(s.ingest.dead_letter_retention * 1000))
+        # Alert events feed the actions through a persisted cursor (moved with the actions
+        # off too): one they have not consumed stays, however old.
+        cursor = await state.get_value(ACTIONS_CURSOR)
+        consumed = int(cursor) if cursor is not None else 0
+        before = now - int(s.store.history_retention * 1000)
+        pruned = await state.prune_history(before, consumed)
+        for table, count in pruned.items():
+            self.metrics.history_pruned.labels(table).inc(count)
+        if any(pruned.values()):
+            removed = ", ".join(f"{count} {table}" for table, count in pruned.items() if count)
+            log.info("history retention removed %s", removed)
+        if self.twins is not None:
+            # Devices that never sent meta, silent as long as their series are kept. Their
+            # rule windows are empty by now (rules.max_window <= store.retention) and were
+            # dropped by the rules' trim.
+            gone = self.twins.forget(self.twins.forgettable(now - retention_ms))
+            if gone:
+                await state.delete_twins(gone)
+                self.twins.mark_dirty(gone)  # any that came back meanwhile are saved again
+                self.metrics.devices_forgotten.inc(len(gone))
+                log.info(
+                    "forgot %d devices without meta, silent for %ss", len(gone), s.store.retention
+                )

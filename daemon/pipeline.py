@@ -98,7 +98,9 @@ class IngestPipeline:
         for start in range(0, len(points), self._batch_points):
             await self._write_points(points[start : start + self._batch_points])
         if letters:
-            await self._retry(lambda: self._add_dead_letters(letters), "dead letters", "state")
+            await self._retry(
+                lambda: self._add_dead_letters(letters), "writing dead letters", "state"
+            )
         if self.on_reply is not None:
             for reply, received_ms in replies:
                 await self.on_reply(reply, received_ms)  # committed by the actions
@@ -139,7 +141,7 @@ class IngestPipeline:
 
     async def _write_points(self, points: list[Point]) -> None:
         started = time.perf_counter()
-        await self._retry(lambda: self._series.write(points), "points", "series")
+        await self._retry(lambda: self._series.write(points), "writing points", "series")
         self._metrics.store_write_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_points.observe(len(points))
         self._metrics.points_written.inc(len(points))
@@ -160,7 +162,7 @@ class IngestPipeline:
         if dirty:
             data = [twin.to_dict() for twin in dirty]
             try:
-                await self._retry(lambda: self._state.save_twins(data), "twins", "state")
+                await self._retry(lambda: self._state.save_twins(data), "writing twins", "state")
             except BaseException:
                 self._twins.mark_dirty(twin.id for twin in dirty)  # saved next time instead
                 raise

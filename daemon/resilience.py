@@ -53,10 +53,14 @@ async def persist(
     store: str,
     health: StoreHealth,
     on_error: Callable[[], None] = lambda: None,
+    *,
+    write: bool = True,
 ) -> T:
     """Await `call()` until it succeeds, retrying StoreUnavailable with capped jittered backoff.
 
     Only cancellation ends the wait: what the caller was about to persist is never dropped.
+    A successful write proves the store healthy again; a successful read (`write=False`) does
+    not (a read-only or full disk still serves reads).
     """
     attempt = 0
     while True:
@@ -66,11 +70,12 @@ async def persist(
             health.failed(store, exc.detail)
             on_error()
             delay = backoff_delay(attempt, RETRY_BASE_S, RETRY_CAP_S, random.random())  # noqa: S311
-            log.error("writing %s failed (%s); retrying in %.1fs", what, exc, delay)
+            log.error("%s failed (%s); retrying in %.1fs", what, exc, delay)
             attempt += 1
             await asyncio.sleep(delay)
         else:
             if attempt:
-                log.info("writing %s succeeded after %d retries", what, attempt)
-            health.ok(store)
+                log.info("%s succeeded after %d retries", what, attempt)
+            if write:
+                health.ok(store)
             return result

@@ -250,7 +250,7 @@ class RuleService:
         events = [_event(t) for t in transitions]
         await persist(
             lambda: self._state.save_alerts(states, events),
-            "alert states",
+            "writing alert states",
             "state",
             self._health,
             self._metrics.store_errors.inc,
@@ -316,9 +316,10 @@ class RuleService:
     ) -> list[tuple[int, float]]:
         return await persist(
             lambda: self._series.query_range(device, metric, start_ms, end_ms),
-            "rule windows (reading history)",
+            "reading history for rule windows",
             "series",
             self._health,
+            write=False,
         )
 
     # -- reload ------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import json
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -199,10 +201,52 @@ def test_burst_far_faster_than_ingest_is_stored_completely(
     frontline.start()
     messages = _burst(1000, 100)
     _stalled_burst(frontline, broker.port, messages)
-    frontline.wait_for("frontline_points_written_total", len(messages), timeout=120)
+    probe = _Probe(frontline)
+    probe.start()
+    try:
+        frontline.wait_for("frontline_points_written_total", len(messages), timeout=120)
+    finally:
+        probe.stop()
     assert frontline.metric("frontline_points_written_total") == len(messages)
     assert len(frontline.cli_json("devices", "list")) == 1000
+    # An orchestrator's probes keep their answers while the burst drains (issue #8).
+    assert probe.failures == [], probe.failures
+    assert probe.answered >= 3, f"only {probe.answered} probe rounds during the drain"
+    print(f"probes during the drain: {probe.answered}, slowest {probe.slowest:.3f}s")
     assert frontline.stop() == 0
+
+
+class _Probe(threading.Thread):
+    """Ask /healthz, /readyz and /metrics in turn, each with a 1 s deadline, until stopped."""
+
+    PATHS = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, frontline: DaemonProcess) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{frontline.http_port}"
+        self.done = threading.Event()
+        self.failures: list[str] = []
+        self.answered = 0
+        self.slowest = 0.0
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for path in self.PATHS:
+                started = time.monotonic()
+                try:
+                    with urllib.request.urlopen(self.url + path, timeout=1.0) as response:
+                        response.read()
+                except urllib.error.HTTPError:
+                    pass  # 503 from /readyz is an answer
+                except OSError as exc:
+                    self.failures.append(f"{path}: {exc}")
+                self.slowest = max(self.slowest, time.monotonic() - started)
+            self.answered += 1
+            self.done.wait(0.2)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(5)
 
 
 def test_default_broker_queue_would_drop_a_burst(tmp_path: Path) -> None:

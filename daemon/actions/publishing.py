@@ -64,7 +64,9 @@ class Outbound:
 
     async def resend_leftovers(self) -> int:
         """Publish what a previous run committed but the broker never acknowledged."""
-        rows = await persist(self._state.load_outgoing, "outgoing (loading)", "state", self._health)
+        rows = await persist(
+            self._state.load_outgoing, "reading outgoing", "state", self._health, write=False
+        )
         self.send([row for row, _ in rows], [message for _, message in rows])
         if rows:
             log.info("publishing %d messages left over from the previous run", len(rows))
@@ -76,7 +78,7 @@ class Outbound:
         if not done:
             return
         await persist(
-            lambda: self._state.delete_outgoing(done), "outgoing (delivered)", "state", self._health
+            lambda: self._state.delete_outgoing(done), "forgetting delivered", "state", self._health
         )
         finished = set(done)
         self._inflight = [(row, d) for row, d in self._inflight if row not in finished]

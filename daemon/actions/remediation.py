@@ -35,6 +35,7 @@ from daemon.core.twin import Twins
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3600_000
+KEEP_DONE_MS = 24 * HOUR_MS
 
 
 class Remediator:
@@ -85,6 +86,10 @@ class Remediator:
         for rem in list(self.remediations.values()):
             if not rem.done:
                 self._advance(rem, now, work)
+            elif not rem.log or now - rem.log[-1].at_ms > KEEP_DONE_MS:
+                # Finished long ago: the state DB keeps it (until history retention); memory
+                # keeps only what a new episode or a ticket's context may still need.
+                del self.remediations[rem.key]
 
     def on_reply(self, reply: Reply, received_ms: int, now: int, work: Work) -> bool:
         """Apply a device's reply; False when no remediation waits for that command."""
@@ -117,13 +122,6 @@ class Remediator:
     def log_of(self, key: str) -> list[dict[str, object]]:
         rem = self.remediations.get(key)
         return [dict(e.__dict__) for e in rem.log] if rem else []
-
-    def forget(self, keys: set[str]) -> None:
-        """Drop finished remediations from memory (their rows were pruned by retention)."""
-        for key in keys:
-            rem = self.remediations.get(key)
-            if rem is not None and rem.done:
-                del self.remediations[key]
 
     # -- internals ---------------------------------------------------------------------------
     def _view(self, rem: Remediation, now: int) -> DeviceView:

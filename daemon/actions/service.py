@@ -189,9 +189,10 @@ class ActionService:
         while True:
             events = await persist(
                 functools.partial(self._state.alert_events_after, self.cursor, BATCH),
-                "alert events (reading)",
+                "reading alert events",
                 "state",
                 self._health,
+                write=False,
             )
             if not events:
                 return done
@@ -226,14 +227,12 @@ class ActionService:
         return state is not None and state.phase is Phase.FIRING
 
     def _clearing(self, key: str) -> bool:
-        """True when the alert fires but its condition was false at the last evaluation."""
+        """True when the alert fires only by keep_firing_for (its condition turned false)."""
         state = self._rules.states.get(key)
         return (
             state is not None
             and state.phase is Phase.FIRING
-            and state.last_true_ms is not None
-            and state.last_eval_ms is not None
-            and state.last_true_ms < state.last_eval_ms
+            and state.keep_firing_since_ms is not None
         )
 
     async def _on_transition(self, t: Transition, work: Work) -> None:
@@ -308,6 +307,8 @@ class ActionService:
             # sequence): a crash between the two writes repeats an event the outbox ignores.
             for event in work.events:
                 await self._enqueue(event)
+        if work.empty:
+            return  # an idle tick: no write, so no false news about the store's health
         messages = self.outbound.messages(work)
         ids = await persist(
             lambda: self._state.save_actions(
@@ -322,7 +323,7 @@ class ActionService:
                 outgoing=messages,
                 cursor=work.cursor,
             ),
-            "actions",
+            "writing actions",
             "state",
             self._health,
         )
@@ -342,8 +343,8 @@ class ActionService:
         key = f"{event['ticket_id']}:{event['seq']}"
         await persist(
             lambda: sink.enqueue(event["ticket_id"], event, key),
-            "webhook outbox",
-            "state",
+            "queueing webhook events",
+            "outbox",
             self._health,
         )
 

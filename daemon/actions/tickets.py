@@ -168,9 +168,10 @@ class TicketDesk:
                 lambda metric=metric: self._series.query_range(  # type: ignore[misc]
                     state.device, metric, onset - half, now
                 ),
-                "ticket context (reading telemetry)",
+                "reading telemetry for a ticket",
                 "series",
                 self._health,
+                write=False,
             )
             telemetry[metric] = [[ts, value] for ts, value in points]
         runbook = rule.annotations.get("runbook")

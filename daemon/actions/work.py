@@ -34,6 +34,20 @@ class Work:
     #: the id of the last alert event consumed this round
     cursor: int | None = None
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to persist or publish (an idle tick)."""
+        return not (
+            self.remediations
+            or self.tickets
+            or self.events
+            or self.notices
+            or self.commands
+            or self.decisions
+            or self.alerts
+            or self.cursor is not None
+        )
+
     def notice(
         self,
         device: str,

@@ -239,9 +239,9 @@ class MqttIngest:
             if item.qos and item.epoch == epoch:
                 self.client.ack(item.mid, item.qos)
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> PahoDelivery:
         """Publish at QoS 1 on the daemon's connection (paho queues it while disconnected)."""
-        return self.client.publish(topic, payload, qos=1, retain=retain)
+        return PahoDelivery(self.client.publish(topic, payload, qos=1, retain=retain))
 
     def stop_intake(self) -> None:
         """Stop taking new messages; what was received can still be drained and acknowledged."""
@@ -259,3 +259,21 @@ class MqttIngest:
         self.client.disconnect()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, grace)
+
+
+class PahoDelivery:
+    """Whether the broker acknowledged one publication.
+
+    paho's `is_published()` raises for a message published while disconnected, although paho
+    keeps that message and sends it after reconnecting; its acknowledgement is then recorded on
+    the same info object, which is what is read here.
+    """
+
+    def __init__(self, info: paho.MQTTMessageInfo) -> None:
+        self._info = info
+
+    def is_published(self) -> bool:
+        try:
+            return bool(self._info.is_published())
+        except (RuntimeError, ValueError):
+            return bool(getattr(self._info, "_published", False))
