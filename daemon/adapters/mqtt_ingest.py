@@ -145,8 +145,7 @@ class MqttIngest:
         try:
             self._connect_loop()
         except Exception:  # paho's thread must never die silently; the watchdog restarts it
-            log.exception("the MQTT network thread failed")
-            raise
+            log.exception("the MQTT network thread failed and stopped")
 
     def _connect_loop(self) -> None:
         s = self._settings

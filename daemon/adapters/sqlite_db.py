@@ -7,6 +7,7 @@ every statement on the connection a total order, which is what batched writers w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -95,13 +96,19 @@ class SqliteDb:
 
         def run() -> T:
             conn = self.conn
+            if conn.in_transaction:  # left open by a failed COMMIT (disk I/O error)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = statements(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # After an I/O error SQLite may have rolled back already: the original error is
+                # the one worth reporting.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
         return run
