@@ -19,6 +19,9 @@ _DRAW = 256  # oldest rows read at a time while dropping
 
 #: the WAL is truncated to this after a checkpoint (SQLite checkpoints it at 1,000 pages, 4 MiB)
 WAL_LIMIT_BYTES = 8 * 1024 * 1024
+#: dead letters written per transaction at most: a transaction is whole in the WAL until the
+#: next checkpoint, so one flood batch in one transaction would double the disk at the bound
+TRANSACTION_BYTES = 4 * 1024 * 1024
 
 DeadLetterRow = tuple[int, str, str | None, str, str, bytes, int]  # as in the INSERT
 FINISHED_REMEDIATIONS = ("cleared", "failed", "not_needed")  # core.remediation.DONE
@@ -55,45 +58,62 @@ class DeadLetterBound:
             self._totals = (int(count), int(weight))
         return self._totals
 
-    def insert(self, conn: sqlite3.Connection, rows: Sequence[DeadLetterRow]) -> int:
-        """Insert `rows` (oldest first); return how many letters were dropped to stay bounded.
+    def plan(self, rows: Sequence[DeadLetterRow]) -> tuple[list[list[DeadLetterRow]], int, bool]:
+        """Split what is kept of `rows` (oldest first) into transactions; return them, how many
+        letters of the batch are dropped unwritten, and whether every stored letter must go.
 
-        The table always holds the newest letters that fit both bounds: letters of this batch
-        that do not fit are not written at all (and, as they are newer, nothing older stays);
-        otherwise the oldest stored letters go until both bounds hold again. A letter larger
-        than `max_bytes` on its own is never kept.
+        The table always holds the newest letters that fit both bounds: letters of the batch
+        that do not fit are not written at all (and, as they are newer, nothing older stays). A
+        letter larger than `max_bytes` on its own is never kept. Each transaction carries at
+        most TRANSACTION_BYTES, so the WAL, which holds a whole transaction, stays small.
         """
-        count, weight = self.totals(conn)
         keep: list[DeadLetterRow] = []
         kept_bytes = 0
-        truncated = False
+        clear = False
         for row in reversed(rows):  # the newest letters are the ones worth keeping
             size = letter_bytes(row)
             if size > self.max_bytes:
                 continue
             if len(keep) >= self.max_rows or kept_bytes + size > self.max_bytes:
-                truncated = True
+                clear = True
                 break
             keep.append(row)
             kept_bytes += size
         keep.reverse()
-        dropped = len(rows) - len(keep)
-        # Room is made before the insert: pages freed in a transaction are reused by it, so the
-        # file stays at the bound (inserting first grows it by a batch, measured: 1.8x).
-        if truncated:
-            gone, freed = count, weight  # newer letters did not fit: no older one stays
+        chunks: list[list[DeadLetterRow]] = []
+        chunk_bytes = TRANSACTION_BYTES
+        for row in keep:
+            size = letter_bytes(row)
+            if chunk_bytes + size > TRANSACTION_BYTES:
+                chunks.append([])
+                chunk_bytes = 0
+            chunks[-1].append(row)
+            chunk_bytes += size
+        return chunks, len(rows) - len(keep), clear
+
+    def insert(self, conn: sqlite3.Connection, rows: Sequence[DeadLetterRow], clear: bool) -> int:
+        """Make room for `rows` (every stored letter goes if `clear`), then insert them; return
+        how many stored letters were dropped. One transaction: run it in `SqliteDb.transaction`.
+
+        Room is made first because pages freed in a transaction are reused by it: the file stays
+        at the bound (inserting first grows it by a batch, measured: 1.8x).
+        """
+        count, weight = self.totals(conn)
+        size = sum(letter_bytes(row) for row in rows)
+        if clear:
+            gone, freed = count, weight
             conn.execute("DELETE FROM dead_letters")
         else:
             gone, freed = self._drop_oldest(
-                conn, count + len(keep) - self.max_rows, weight + kept_bytes - self.max_bytes
+                conn, count + len(rows) - self.max_rows, weight + size - self.max_bytes
             )
         conn.executemany(
             "INSERT INTO dead_letters (received_ms, topic, device, reason, detail, payload, size)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            keep,
+            rows,
         )
-        self._totals = (count - gone + len(keep), weight - freed + kept_bytes)
-        return dropped + gone
+        self._totals = (count - gone + len(rows), weight - freed + size)
+        return gone
 
     @staticmethod
     def _drop_oldest(conn: sqlite3.Connection, rows: int, weight: int) -> tuple[int, int]:
