@@ -15,6 +15,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.adapters.state_bounds import TRANSACTION_BYTES, DeadLetterBound, letter_bytes
 from daemon.adapters.state_sqlite import SqliteStateStore
 from daemon.core.remediation import LogEntry, Remediation, RemState
 from daemon.core.tickets import Ticket, TicketStatus
@@ -235,3 +236,14 @@ def test_delete_twins_removes_only_those(tmp_path: Path) -> None:
         return deleted, none, [t["id"] for t in await store.load_twins()]
 
     assert with_state(tmp_path / "state.db", body) == (2, 0, ["b"])
+
+
+def test_a_large_batch_is_written_in_transactions_of_at_most_4_mib() -> None:
+    """Test that the kept letters of a batch are split so no transaction carries over 4 MiB."""
+    bound = DeadLetterBound(max_rows=1_000, max_bytes=64 * 1024 * 1024)
+    rows = [(T0, TOPIC, "d", "not_json", "bad", b"x" * 1024 * 1024, 1) for _ in range(10)]
+    chunks, dropped, clear = bound.plan(rows)
+    assert [len(chunk) for chunk in chunks] == [3, 3, 3, 1]
+    assert all(sum(letter_bytes(r) for r in chunk) <= TRANSACTION_BYTES for chunk in chunks)
+    assert (dropped, clear) == (0, False)
+    assert [row for chunk in chunks for row in chunk] == rows
