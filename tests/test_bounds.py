@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from daemon.adapters.rule_files import load_rules
+from daemon.config import RulesSettings, load_settings
 from daemon.core.rulefmt import parse_rule_file
 from daemon.core.windows import SeriesWindows
+from daemon.errors import ConfigInvalid
+from daemon.rules import RuleFileInvalid, load_valid_rules
 
 S = 1000
 T0 = 1_800_000_000_000
@@ -86,3 +92,28 @@ def test_without_a_limit_no_window_is_refused() -> None:
     """Test that parsing without a limit (tests of the language itself) accepts long windows."""
     _, problems = parse_rule_file(rules("avg(t, 10000w) > 1"), "r.yaml")
     assert problems == []
+
+
+def test_loading_rule_files_refuses_a_window_past_the_configured_bound(tmp_path: Path) -> None:
+    """Test that load_rules and the daemon's loader report the window with file:line:col."""
+    path = tmp_path / "long.yaml"
+    path.write_text(rules("avg(t, 3d) > 1"))
+    _, problems = load_rules([path], RulesSettings(max_window=2 * DAY).max_window)
+    assert [str(p) for p in problems] == [
+        f"{path}:5:22: [A] window 3d is longer than rules.max_window (2d)"
+    ]
+    assert load_rules([path])[1] == []  # the default bound, 7d
+    with pytest.raises(RuleFileInvalid):
+        load_valid_rules([path], 2 * DAY)
+
+
+def test_max_window_may_not_exceed_the_store_retention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that a bound past the history kept is a configuration problem on rules.max_window."""
+    monkeypatch.setenv("FRONTLINE_STORE__RETENTION", "3d")
+    with pytest.raises(ConfigInvalid) as caught:
+        load_settings()
+    [problem] = caught.value.problems
+    assert problem.key == "rules.max_window"
+    assert "longer than store.retention (3d)" in problem.message
+    monkeypatch.setenv("FRONTLINE_RULES__MAX_WINDOW", "3d")
+    assert load_settings().rules.max_window == 3 * DAY
