@@ -174,6 +174,7 @@ class Received:
     mid: int
     qos: int
     epoch: int
+    size: int = 0  # payload bytes, for the ingest buffer's byte bound
 
 
 class BatchSource(Protocol):

@@ -112,3 +112,15 @@ def test_check_warns_when_the_default_files_are_absent(
         "every ticket goes to the default queue and no agent is assigned"
     ) in result.stderr
     assert "warning: actions.customers: rules/service/customers.yaml" in result.stderr
+
+
+def test_check_applies_the_configured_window_bound(tmp_path: Path) -> None:
+    """Test that check refuses a window longer than rules.max_window as the daemon would."""
+    routing = _write(tmp_path, "routing.yaml", ROUTING)
+    customers = _write(tmp_path, "customers.yaml", CUSTOMERS)
+    args = ("--routing", routing, "--customers", customers)
+    assert _check(tmp_path, *args).exit_code == 0
+    result = _check(tmp_path, *args, FRONTLINE_RULES__MAX_WINDOW="30s")
+    assert result.exit_code == 1, result.output
+    assert "r.yaml:6:25: [Hot] window 1m is longer than rules.max_window" in result.output
+    assert "rules.max_window" in result.output

@@ -1,6 +1,6 @@
 """The hot ingest path: paho-mqtt's own network thread parses messages and hands batches to asyncio.
 
-Measured (../shared/DESIGN.md, docs/benchmarks.md): paho's thread feeding asyncio receives about
+Measured (docs/benchmarks.md): paho's thread feeding asyncio receives about
 twice what aiomqtt does, so the receive loop stays in paho and only whole batches cross into the
 event loop. Acknowledgements are manual: a QoS 1 message is acknowledged to the broker only after it
 is stored (or dead-lettered), so neither a crash nor `kill -9` loses telemetry; the broker
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 STATUS_TOPIC = "frontline/status"
 #: QoS 0 messages are not bounded by the receive maximum; past this, paho's thread waits.
 MAX_BUFFERED = 200_000
+#: and past this many payload bytes (a flood of large payloads within the receive maximum)
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 #: messages handed to the pipeline at once: a burst is worked through in slices, so the event
 #: loop (HTTP health, metrics, rules) gets its turn between them
 MAX_TAKE = 5_000
@@ -49,6 +51,7 @@ class MqttIngest:
         self._settings = settings
         self._limits = limits
         self._buffer: list[Received] = []
+        self._bytes = 0
         self._lock = threading.Lock()
         self._ready = asyncio.Event()
         self._stopping = threading.Event()
@@ -96,6 +99,7 @@ class MqttIngest:
             # Messages of the previous connection cannot be acknowledged on this one; the broker
             # redelivers them, and the store keeps one point per (device, metric, ts).
             self._buffer = [r for r in self._buffer if r.qos == 0]
+            self._bytes = sum(r.size for r in self._buffer)
         prefix = self._settings.topic_prefix
         filters = subscriptions(prefix, self._settings.shared_group)
         if self._settings.protocol == "5":
@@ -123,17 +127,26 @@ class MqttIngest:
         message = classify(
             msg.topic, payload, received_ms, self._settings.topic_prefix, self._limits
         )
-        item = Received(message, received_ms, bool(msg.retain), msg.mid, msg.qos, self._epoch)
+        size = len(payload)
+        item = Received(
+            message, received_ms, bool(msg.retain), msg.mid, msg.qos, self._epoch, size
+        )
         with self._lock:
             self._buffer.append(item)
+            self._bytes += size
             wake = len(self._buffer) == 1
-            full = len(self._buffer) >= MAX_BUFFERED
+            full = self._full()
         if wake and self._loop is not None:
             self._loop.call_soon_threadsafe(self._ready.set)
         while full and not self._stopping.is_set():
-            time.sleep(0.01)  # back-pressure into TCP; only QoS 0 floods can get here
+            # Back-pressure into TCP: QoS 0 floods, or large payloads past the byte bound. The
+            # pipeline drains the buffer without this thread; its acknowledgements wait here.
+            time.sleep(0.01)
             with self._lock:
-                full = len(self._buffer) >= MAX_BUFFERED
+                full = self._full()
+
+    def _full(self) -> bool:
+        return len(self._buffer) >= MAX_BUFFERED or self._bytes >= MAX_BUFFERED_BYTES
 
     def _delay(self, attempt: int) -> float:
         draw = random.random()  # noqa: S311  jitter, not cryptography
@@ -228,6 +241,7 @@ class MqttIngest:
                     continue
             with self._lock:
                 items, self._buffer = self._buffer[:MAX_TAKE], self._buffer[MAX_TAKE:]
+                self._bytes -= sum(item.size for item in items)
             if items:
                 yield items
 

@@ -42,7 +42,7 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 
 def _rules_or_exit(settings: Settings, paths: tuple[Path, ...]) -> list[Any]:
     try:
-        return load_valid_rules(paths or settings.rules.paths)
+        return load_valid_rules(paths or settings.rules.paths, settings.rules.max_window)
     except RuleFileInvalid as exc:
         for problem in exc.problems:
             echo(problem, err=True)
@@ -61,7 +61,7 @@ def check(
     print every problem with file:line:col."""
     settings = settings_of(ctx)
     chosen = paths or settings.rules.paths
-    groups, problems = load_rules(chosen)
+    groups, problems = load_rules(chosen, settings.rules.max_window)
     for problem in problems:
         echo(problem)
     files = rule_paths(chosen)
