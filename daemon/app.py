@@ -14,6 +14,7 @@ from daemon.actions import ActionService
 from daemon.adapters.http_api import HttpApi
 from daemon.adapters.mqtt_ingest import MqttIngest
 from daemon.adapters.outbox_sqlite import SqliteOutbox
+from daemon.adapters.rule_files import RuleFileSet
 from daemon.adapters.service_catalog import ServiceFileSet
 from daemon.adapters.state_sqlite import SqliteStateStore
 from daemon.adapters.store_sqlite import SqliteSeriesStore
@@ -102,7 +103,16 @@ class App:
 
             timeout = s.devices.inactivity_timeout
             self.rules = RuleService(
-                s.rules, state, series, twins, windows, watch, self.metrics, timeout, self.health
+                s.rules,
+                state,
+                series,
+                twins,
+                windows,
+                watch,
+                self.metrics,
+                timeout,
+                self.health,
+                files=RuleFileSet(s.rules.paths, s.rules.max_window),
             )
             outbox = SqliteOutbox(s.data_dir / "outbox.db")
             await outbox.open()

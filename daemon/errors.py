@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.core.rulefmt import RuleProblem
 
 
 class FrontlineError(Exception):
@@ -49,3 +53,11 @@ class StoreUnavailable(FrontlineError):
 
 class BrokerUnavailable(FrontlineError):
     """The MQTT broker cannot be started or reached."""
+
+
+class RuleFileInvalid(FrontlineError):
+    """Rule files that do not validate; `problems` has every one, with file:line:col."""
+
+    def __init__(self, problems: list[RuleProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, Protocol
 
 from daemon.core.alerts import AlertState
 from daemon.core.messages import Message
-from daemon.core.rulefmt import Group, Rule
+from daemon.core.rulefmt import Group, Rule, RuleProblem
 from daemon.core.tickets import Routing
 
 
@@ -222,4 +222,22 @@ class ServiceFiles(Protocol):
 
     def steps(self, rule_file: str, path: str) -> list[str]:
         """The numbered steps of a runbook or guide named by a rule (relative to its file)."""
+        ...
+
+
+class RuleFiles(Protocol):
+    """The operator's rule files, as the rule runtime sees them."""
+
+    def names(self) -> str:
+        """What is read, for log lines."""
+        ...
+
+    def present(self) -> bool: ...
+
+    def load(self) -> tuple[list[Group], list[RuleProblem]]:
+        """Every group and every problem (file:line:col), across all files."""
+        ...
+
+    def stamp(self) -> object:
+        """A value that changes when any rule file changes (for the watcher)."""
         ...

@@ -12,45 +12,26 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
-from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon.adapters.rule_files import fingerprint, load_rules, rule_paths
 from daemon.config import RulesSettings
 from daemon.core.alerts import AlertParams, AlertState, Phase, Transition, resolve
 from daemon.core.engine import DeviceContext, Watch, evaluate_group, matches
 from daemon.core.replay import horizons
-from daemon.core.rulefmt import MAX_WINDOW_S, Group, Rule, RuleProblem
+from daemon.core.rulefmt import Group, Rule
 from daemon.core.twin import Twins
 from daemon.core.windows import SeriesWindows
-from daemon.errors import FrontlineError
+from daemon.errors import RuleFileInvalid
 from daemon.metrics import Metrics
-from daemon.ports import SeriesStore, StateStore
+from daemon.ports import RuleFiles, SeriesStore, StateStore
 from daemon.resilience import StoreHealth, persist
 
 log = logging.getLogger(__name__)
-
-
-class RuleFileInvalid(FrontlineError):
-    """Rule files that do not validate; `problems` has every one, with file:line:col."""
-
-    def __init__(self, problems: list[RuleProblem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
-
-
-def load_valid_rules(
-    paths: Iterable[Path], max_window_s: float | None = MAX_WINDOW_S
-) -> list[Group]:
-    groups, problems = load_rules(paths, max_window_s)
-    if problems:
-        raise RuleFileInvalid(problems)
-    return groups
 
 
 def alert_params(settings: RulesSettings, rule: Rule) -> AlertParams:
@@ -104,8 +85,11 @@ class RuleService:
         metrics: Metrics,
         default_timeout_s: float,
         health: StoreHealth | None = None,
+        *,
+        files: RuleFiles,
     ) -> None:
         self.settings = settings
+        self._files = files
         self._health = health or StoreHealth("series", "state")
         self._state = state
         self._series = series
@@ -120,7 +104,7 @@ class RuleService:
         self._wake = asyncio.Event()
         self._due: dict[str, int] = {}
         self._lock = asyncio.Lock()
-        self._stamp: tuple[tuple[str, int, int], ...] = ()
+        self._stamp: object = None
         self.last_reload: ReloadResult | None = None
         self._scheduler: AsyncIOScheduler | None = None
 
@@ -139,10 +123,13 @@ class RuleService:
     # -- start-up ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Load rules (invalid files stop the start, with every problem) and saved states."""
-        if not rule_paths(self.settings.paths):
-            log.warning("no rule files in %s: evaluating no rules", _names(self.settings.paths))
-        self.groups = load_valid_rules(self.settings.paths, self.settings.max_window)
-        self._stamp = fingerprint(self.settings.paths)
+        if not self._files.present():
+            log.warning("no rule files in %s: evaluating no rules", self._files.names())
+        groups, problems = self._files.load()
+        if problems:
+            raise RuleFileInvalid(problems)
+        self.groups = groups
+        self._stamp = self._files.stamp()
         for data in await self._state.load_alerts():
             state = AlertState.from_json(data)
             self.states[state.key] = state
@@ -325,8 +312,8 @@ class RuleService:
     # -- reload ------------------------------------------------------------------------------
     async def reload(self, reason: str) -> ReloadResult:
         """Validate everything first; on any problem keep the running rules and say why."""
-        groups, problems = load_rules(self.settings.paths, self.settings.max_window)
-        self._stamp = fingerprint(self.settings.paths)
+        groups, problems = self._files.load()
+        self._stamp = self._files.stamp()
         if problems:
             result = ReloadResult(False, [str(p) for p in problems])
             self._metrics.rule_reloads.labels("failed").inc()
@@ -363,8 +350,7 @@ class RuleService:
         """Reload when a rule file changes (polling: works on every filesystem)."""
         while True:
             await asyncio.sleep(self.settings.watch_interval)
-            stamp = fingerprint(self.settings.paths)
-            if stamp != self._stamp:
+            if self._files.stamp() != self._stamp:
                 await self.reload("rule files changed")
 
 
@@ -373,7 +359,3 @@ def _event(t: Transition) -> dict[str, object]:
     data["from_phase"] = t.from_phase.value
     data["to_phase"] = t.to_phase.value
     return data
-
-
-def _names(paths: Iterable[Path]) -> str:
-    return ", ".join(str(p) for p in paths)

@@ -18,6 +18,7 @@ import pytest
 
 import daemon.resilience
 from daemon.actions import ActionService
+from daemon.adapters.rule_files import RuleFileSet
 from daemon.adapters.service_catalog import ServiceFileSet
 from daemon.adapters.state_sqlite import SqliteStateStore
 from daemon.adapters.store_sqlite import SqliteSeriesStore
@@ -129,6 +130,7 @@ class Daemon:
             self.metrics,
             600.0,
             self.health,
+            files=RuleFileSet((self.root / "rules.yaml",)),
         )
         self.actions = ActionService(
             ActionsSettings(routing=None, customers=None, **actions),

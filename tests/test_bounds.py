@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.adapters.rule_files import load_rules
+from daemon.adapters.rule_files import load_rules, load_valid_rules
 from daemon.config import RulesSettings, load_settings
 from daemon.core.rulefmt import parse_rule_file
 from daemon.core.windows import SeriesWindows
-from daemon.errors import ConfigInvalid
-from daemon.rules import RuleFileInvalid, load_valid_rules
+from daemon.errors import ConfigInvalid, RuleFileInvalid
 
 S = 1000
 T0 = 1_800_000_000_000

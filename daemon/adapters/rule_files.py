@@ -9,6 +9,7 @@ from pathlib import Path
 from apscheduler.triggers.cron import CronTrigger
 
 from daemon.core.rulefmt import MAX_WINDOW_S, Group, RuleProblem, check_groups, parse_rule_file
+from daemon.errors import RuleFileInvalid
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -58,6 +59,16 @@ def load_rules(
     return groups, problems
 
 
+def load_valid_rules(
+    paths: Iterable[Path], max_window_s: float | None = MAX_WINDOW_S
+) -> list[Group]:
+    """Every group in `paths`; RuleFileInvalid with every problem if any file is wrong."""
+    groups, problems = load_rules(paths, max_window_s)
+    if problems:
+        raise RuleFileInvalid(problems)
+    return groups
+
+
 def fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
     """Return what changes when a rule file changes (for the file watcher)."""
     stamp = []
@@ -68,3 +79,23 @@ def fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
             continue
         stamp.append((str(path), stat.st_mtime_ns, stat.st_size))
     return tuple(stamp)
+
+
+class RuleFileSet:
+    """The `RuleFiles` port over files and directories on disk."""
+
+    def __init__(self, paths: Iterable[Path], max_window_s: float | None = MAX_WINDOW_S) -> None:
+        self._paths = tuple(paths)
+        self._max_window_s = max_window_s
+
+    def names(self) -> str:
+        return ", ".join(str(p) for p in self._paths)
+
+    def present(self) -> bool:
+        return bool(rule_paths(self._paths))
+
+    def load(self) -> tuple[list[Group], list[RuleProblem]]:
+        return load_rules(self._paths, self._max_window_s)
+
+    def stamp(self) -> object:
+        return fingerprint(self._paths)

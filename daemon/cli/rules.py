@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from daemon.adapters.rule_files import load_rules, rule_paths
+from daemon.adapters.rule_files import load_rules, load_valid_rules, rule_paths
 from daemon.adapters.service_files import check_service_files
 from daemon.app import build_series_store, now_ms
 from daemon.cli.output import (
@@ -33,7 +33,8 @@ from daemon.core.engine import DeviceContext, Verdict, Watch, explain_rule, matc
 from daemon.core.replay import horizons, replay
 from daemon.core.twin import DeviceTwin
 from daemon.core.windows import SeriesWindows
-from daemon.rules import RuleFileInvalid, alert_params, load_valid_rules
+from daemon.errors import RuleFileInvalid
+from daemon.rules import alert_params
 from daemon.ruletest import run_test_files
 
 PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
