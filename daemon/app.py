@@ -316,6 +316,8 @@ class App:
             gone = self.twins.forget(self.twins.forgettable(now - retention_ms))
             if gone:
                 await state.delete_twins(gone)
+                if self.rules is not None:
+                    await self.rules.forget(gone, now)
                 self.twins.mark_dirty(gone)  # any that came back meanwhile are saved again
                 self.metrics.devices_forgotten.inc(len(gone))
                 log.info(

@@ -170,6 +170,21 @@ class RuleService:
                     transitions.append(transition)
         return updates, transitions
 
+    async def forget(self, devices: list[str], now_ms: int) -> int:
+        """Drop the alert states of forgotten devices; a firing one resolves first."""
+        gone = set(devices)
+        async with self._lock:
+            updates: dict[str, AlertState | None] = {}
+            transitions: list[Transition] = []
+            for key, state in self.states.items():
+                if state.device in gone:
+                    updates[key] = None  # never evaluated again: nothing would clear it
+                    _, transition = resolve(state, now_ms, "device forgotten")
+                    if transition is not None:
+                        transitions.append(transition)
+            await self._commit(updates, transitions)
+        return len(updates)
+
     def _schedule(self, now_ms: int) -> None:
         self._due = {g.name: next_due_ms(g, now_ms) for g in self.groups if not g.schedule}
         self._schedule_jobs()

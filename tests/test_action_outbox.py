@@ -308,3 +308,23 @@ def test_a_new_state_db_starts_its_cursor_at_the_end(tmp_path: Path) -> None:
         await rig.close()
 
     run(tmp_path, scenario)
+
+
+def test_a_forgotten_device_resolves_its_alerts_and_its_ticket_follows(tmp_path: Path) -> None:
+    """Test that forgetting a device resolves its firing alert, so its ticket can close."""
+
+    async def scenario(root: Path) -> None:
+        now, broker = [T0], Broker()
+        rig = await Daemon(root, now, broker).open(quiet_period=60)
+        await rig.fire({"b3": 80.0})
+        await rig.actions.catch_up()
+        assert [t["status"] for t in await rig.tickets()] == ["open"]
+        assert await rig.rules.forget(["b3"], now[0]) == 1
+        assert not any(s.device == "b3" for s in rig.rules.states.values())
+        assert await rig.actions.catch_up() == 1  # the RESOLVED transition
+        now[0] += 61 * S
+        await rig.actions.tick()
+        assert [t["status"] for t in await rig.tickets()] == ["resolved"]
+        await rig.close()
+
+    run(tmp_path, scenario)
