@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.core.alerts import AlertParams, AlertState, Phase
+from daemon.core.alerts import AlertParams, AlertState, Phase, identity
 from daemon.core.engine import DeviceContext, Watch, evaluate_group, explain_rule, matches
 from daemon.core.replay import replay
 from daemon.core.rulefmt import Group, Rule, parse_rule_file
@@ -57,6 +57,40 @@ def test_offline_for(
     """Test that offline_for follows the LWT, inactivity and the outage grace."""
     ctx = DeviceContext(twin(**fields), SeriesWindows(), T0 + later_s * S, watch, 600.0)
     assert ctx.offline_for() == expected
+
+
+def _firing_offline_after_restart(now_s: int, heard_again_s: int | None = None) -> Phase:
+    """An offline alert that fired before a restart, evaluated `now_s` after the restart."""
+    text = (
+        "groups:\n  - name: g\n    rules:\n"
+        "      - alert: Gone\n        expr: offline(10m)\n        for: 1m\n"
+    )
+    groups, problems = parse_rule_file(text, "r.yaml", lambda _ref: True)
+    assert not problems
+    (group,) = groups
+    rule = group.rules[0]
+    resumed = T0 - 600 * S  # daemon back (after kill -9) 10 min before T0; 2 min of grace
+    device = twin(
+        last_seen_ms=T0 - 3600 * S if heard_again_s is None else resumed + heard_again_s * S,
+        status="offline",
+        status_ms=T0 - 3600 * S,
+    )
+    now = resumed + now_s * S
+    ctx = DeviceContext(device, SeriesWindows(), now, Watch(True, resumed, 120 * S), 600.0)
+    key = identity("d1", rule.alert, rule.labels)
+    firing = AlertState(key, "d1", rule.alert, {}, Phase.FIRING, T0 - 3000 * S, T0 - 2900 * S)
+    updates, _ = evaluate_group(group, now, [ctx], {key: firing}, lambda _r: AlertParams())
+    state = updates.get(key, firing)
+    return Phase.INACTIVE if state is None else state.phase
+
+
+def test_offline_alert_firing_before_a_restart_does_not_resolve_on_the_grace() -> None:
+    """Test that silence counted from our own outage never resolves an offline alert."""
+    assert _firing_offline_after_restart(60) is Phase.FIRING  # in the grace: unknown
+    assert _firing_offline_after_restart(300) is Phase.FIRING  # 3 min counted: no evidence
+    assert _firing_offline_after_restart(900) is Phase.FIRING  # 13 min counted: true
+    # The device spoke after the grace: that is evidence, and it resolves.
+    assert _firing_offline_after_restart(300, heard_again_s=200) is Phase.RESOLVED
 
 
 def test_absent_for_counts_silence_of_one_metric() -> None:

@@ -51,6 +51,9 @@ class Context:
     def absent_for(self, metric: str) -> float | None:
         return self.absent.get(metric, 0.0)
 
+    def silence_clamped(self, metric: str | None = None) -> bool:
+        return False
+
     def anomaly(self, model: str) -> float | None:
         return self.scores.get(model)
 

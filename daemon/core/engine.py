@@ -109,15 +109,37 @@ class DeviceContext:
             # Never sent meta or a status: a one-off or made-up id (a flood of them must not
             # become an alert storm) whose liveness nobody asked us to watch.
             return None
-        last_seen = twin.last_seen_ms or twin.first_seen_ms
-        if twin.status == "offline" and (twin.status_ms or 0) >= last_seen:
-            start = self._silence_start(twin.status_ms)  # the LWT: offline since it arrived
-            return None if start is None else max(0.0, (now - start) / 1000)
-        start = self._silence_start(last_seen)
+        heard, by_lwt = self._last_heard()
+        start = self._silence_start(heard)
         if start is None:
             return None
+        if by_lwt:  # the LWT: offline since it arrived
+            return max(0.0, (now - start) / 1000)
         timeout = twin.inactivity_timeout(self._timeout_s)
         return max(0.0, (now - start) / 1000 - timeout)
+
+    def _last_heard(self) -> tuple[int | None, bool]:
+        """When the device was last heard of, and whether that was its LWT (`offline`)."""
+        twin = self.twin
+        last_seen = twin.last_seen_ms or twin.first_seen_ms
+        if twin.status == "offline" and (twin.status_ms or 0) >= last_seen:
+            return twin.status_ms, True
+        return last_seen, False
+
+    def silence_clamped(self, metric: str | None = None) -> bool:
+        """True when the silence counted began when the daemon's outage grace ended, not when
+        the device (or `metric`) fell silent: below a threshold it then says nothing either way,
+        so an alert that was firing before a restart does not resolve for it."""
+        watch = self.watch
+        if not watch.connected or watch.resumed_at_ms is None:
+            return False
+        settled = watch.resumed_at_ms + watch.grace_ms
+        if metric is None:
+            heard = self._last_heard()[0]
+        else:
+            found = self.last(metric)
+            heard = None if found is None else found[0]
+        return self.now_ms >= settled and (heard is None or heard < settled)
 
     def absent_for(self, metric: str) -> float | None:
         if not self.twin.announced:

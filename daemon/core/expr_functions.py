@@ -46,6 +46,11 @@ class EvalContext(Protocol):
         """Seconds since the metric's last sample over watched time; None if unknown."""
         ...
 
+    def silence_clamped(self, metric: str | None = None) -> bool:
+        """True when `offline_for` (None) or `absent_for(metric)` counts only from the end of the
+        daemon's own outage grace: a value short of a threshold is then no evidence."""
+        ...
+
     def anomaly(self, model: str) -> float | None:
         """The latest anomaly score of `model`, None if none."""
         ...

@@ -209,7 +209,12 @@ def _build_offline(node: Call) -> Fn:
 
     def run(ctx: EvalContext) -> Value:
         offline = ctx.offline_for()
-        return None if offline is None else offline >= seconds
+        if offline is None:
+            return None
+        if offline >= seconds:
+            return True
+        # Silence counted from the end of our own outage says nothing yet (see engine).
+        return None if ctx.silence_clamped() else False
 
     return run
 
@@ -219,7 +224,11 @@ def _build_absent(node: Call) -> Fn:
 
     def run(ctx: EvalContext) -> Value:
         absent = ctx.absent_for(metric)
-        return None if absent is None else absent >= seconds
+        if absent is None:
+            return None
+        if absent >= seconds:
+            return True
+        return None if ctx.silence_clamped(metric) else False
 
     return run
 
