@@ -146,6 +146,7 @@ class App:
                 on_points=windows.add_many,
                 on_reply=self.actions.handle_reply if s.actions.enabled else None,
                 health=self.health,
+                stamp_horizon_s=s.mqtt.session_expiry,
             )
             rules = self.rules
             self.metrics.bind(

@@ -17,6 +17,7 @@ from daemon.core.twin import Twins
 from daemon.metrics import Metrics
 from daemon.ports import BatchSource, DeadLetter, Point, Received, SeriesStore, StateStore
 from daemon.resilience import StoreHealth, persist
+from daemon.stamps import ReceiveStamps
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class IngestPipeline:
         on_points: Callable[[list[Point]], None] | None = None,
         on_reply: Callable[[Reply, int], Awaitable[None]] | None = None,
         health: StoreHealth | None = None,
+        stamp_horizon_s: float = 7 * 86400,
     ) -> None:
         self._source = source
         self._series = series
@@ -47,6 +49,7 @@ class IngestPipeline:
         self._limiter = LogLimiter(60.0)
         self._last_twin_flush = 0.0
         self.health = health or StoreHealth("series", "state")
+        self._stamps = ReceiveStamps(state, self.health, stamp_horizon_s)
         self.stored_points = 0
         self.rejected = 0
 
@@ -57,6 +60,7 @@ class IngestPipeline:
         await self.flush_twins()
 
     async def _handle(self, items: list[Received]) -> None:
+        stamped = await self._stamps.apply(items)  # before any point of theirs is written
         points: list[Point] = []
         letters: list[DeadLetter] = []
         counts: dict[str, int] = {}
@@ -86,6 +90,7 @@ class IngestPipeline:
             self._metrics.received.labels(kind).inc(count)
         await self._persist(points, letters, replies, "status" in counts or "meta" in counts)
         self._source.ack(items)
+        self._stamps.acknowledged(stamped)
 
     async def _persist(
         self,

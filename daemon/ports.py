@@ -153,6 +153,17 @@ class StateStore(Protocol):
         """Prove the store takes a write now (raises StoreUnavailable otherwise)."""
         ...
 
+    async def receive_stamps(self, keys: Sequence[str]) -> dict[str, int]:
+        """The receive times recorded for these messages (see `IngestPipeline`)."""
+        ...
+
+    async def save_receive_stamps(
+        self, new: Sequence[tuple[str, int]], done: Sequence[str], before_ms: int | None = None
+    ) -> None:
+        """Record receive times; forget those of acknowledged messages and any older than
+        `before_ms`."""
+        ...
+
     async def load_remediations(self) -> list[bytes]: ...
 
     async def load_tickets(self, open_only: bool = False) -> list[bytes]: ...
@@ -175,6 +186,7 @@ class Received:
     qos: int
     epoch: int
     size: int = 0  # payload bytes, for the ingest buffer's byte bound
+    dup: bool = False  # the broker's DUP flag: a redelivery of a message sent before
 
 
 class BatchSource(Protocol):

@@ -129,7 +129,7 @@ class MqttIngest:
         )
         size = len(payload)
         item = Received(
-            message, received_ms, bool(msg.retain), msg.mid, msg.qos, self._epoch, size
+            message, received_ms, bool(msg.retain), msg.mid, msg.qos, self._epoch, size, msg.dup
         )
         with self._lock:
             self._buffer.append(item)

@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS receive_stamps (
+    key TEXT PRIMARY KEY,
+    received_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outgoing (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
@@ -374,6 +378,33 @@ class SqliteStateStore:
 
     async def ping(self) -> None:
         await self._db.probe()
+
+    async def receive_stamps(self, keys: Sequence[str]) -> dict[str, int]:
+        def select() -> dict[str, int]:
+            found: dict[str, int] = {}
+            for key in keys:
+                row = self._db.conn.execute(
+                    "SELECT received_ms FROM receive_stamps WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    found[key] = int(row[0])
+            return found
+
+        return await self._db.call(select) if keys else {}
+
+    async def save_receive_stamps(
+        self, new: Sequence[tuple[str, int]], done: Sequence[str], before_ms: int | None = None
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM receive_stamps WHERE key = ?", [(k,) for k in done])
+            conn.executemany(
+                "INSERT OR IGNORE INTO receive_stamps (key, received_ms) VALUES (?, ?)", new
+            )
+            if before_ms is not None:
+                conn.execute("DELETE FROM receive_stamps WHERE received_ms < ?", (before_ms,))
+
+        if new or done or before_ms is not None:
+            await self._db.call(self._db.transaction(write))
 
     async def load_remediations(self) -> list[bytes]:
         return await self._db.call(
