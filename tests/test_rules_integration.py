@@ -129,7 +129,6 @@ def test_restart_keeps_firing_and_pending_progress(
         publish_burst(broker.port, [telemetry("dev-1", x=20, y=20)])
         wait_until(lambda: phase_of(daemon, "HighX", "dev-1") == "firing", what="HighX firing")
         wait_until(lambda: phase_of(daemon, "HighY", "dev-1") == "pending", what="HighY pending")
-        started = time.monotonic()
         if how == "sigterm":
             assert daemon.stop(signal.SIGTERM) == 0
         else:
@@ -138,9 +137,8 @@ def test_restart_keeps_firing_and_pending_progress(
         daemon.start()
         assert phase_of(daemon, "HighX", "dev-1") == "firing"
         wait_until(lambda: phase_of(daemon, "HighY", "dev-1") == "firing", timeout=30, what="HighY")
-        assert time.monotonic() - started < 15, (
-            "HighY must fire 15s after it began, not after restart"
-        )
+        # HighY fires 15 s after it began, not 15 s after the restart: read from the recorded
+        # transition times below (a wall-clock check here would fail on a busy machine).
         assert [e["to_phase"] for e in history(daemon, "HighX", "dev-1")] == ["firing"]
         y_events = history(daemon, "HighY", "dev-1")
         assert [e["to_phase"] for e in y_events] == ["pending", "firing"]
