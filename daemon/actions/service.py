@@ -138,14 +138,15 @@ class ActionService:
         self.guidance.restore(await state.values(guidance.PREFIX))
         self.advisories.restore(await state.values(advisories.PREFIX))
         saved = await state.get_value(ACTIONS_CURSOR)
+        last = await state.last_alert_event_id()
         if saved is None:
             # A state DB from before the outbox (or a new one): act on what comes from now on,
             # not on its whole history. Persisted at once, so a crash cannot skip events.
-            self.cursor = await state.last_alert_event_id()
+            self.cursor = last
             await state.save_actions({}, [], [], [], cursor=self.cursor)
         else:
             self.cursor = int(saved)
-        behind = await state.last_alert_event_id() - self.cursor
+        behind = last - self.cursor
         routing = self._files.routing()
         log.info(
             "actions: %d remediations under way, %d open tickets, %d customers awaiting their "
