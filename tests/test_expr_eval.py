@@ -57,6 +57,9 @@ class Context:
     def anomaly(self, model: str) -> float | None:
         return self.scores.get(model)
 
+    def rul(self, model: str) -> float | None:
+        return self.scores.get(model)
+
 
 def series(*values: float, step_s: float = 60.0) -> list[tuple[int, float]]:
     """Points ending at NOW, `step_s` apart, oldest first."""
@@ -181,6 +184,8 @@ FUNCTIONS = [
     pytest.param('state("mode")', EMPTY, None, id="state-missing"),
     pytest.param('anomaly("pump")', Context(scores={"pump": 0.995}), 0.995, id="anomaly"),
     pytest.param('anomaly("pump")', EMPTY, None, id="anomaly-missing"),
+    pytest.param('rul("wear") < 2', Context(scores={"wear": 1.5}), True, id="rul"),
+    pytest.param('rul("wear")', EMPTY, None, id="rul-missing"),
     pytest.param("abs(-3)", EMPTY, 3.0, id="abs"),
     pytest.param("abs(t)", EMPTY, None, id="abs-unknown"),
     pytest.param("1h30m", EMPTY, 5400.0, id="duration-is-seconds"),
@@ -421,6 +426,7 @@ SUMMARIES = [
     pytest.param("last(old, 5m) > 0", "unknown: no data for old in 5m", id="last-too-old"),
     pytest.param('state("x") == "a"', "unknown: no state 'x'", id="no-state"),
     pytest.param('anomaly("m") > 0.9', "unknown: no score from model 'm'", id="no-score"),
+    pytest.param('rul("m") < 2', "unknown: no prediction from model 'm'", id="no-prediction"),
     pytest.param('attr("x") > 1', "unknown: 'x' not in device meta", id="no-meta"),
     pytest.param("absent(t, 5m)", "false: absent(t, 5m) = false (no sample for 2m)", id="absent"),
 ]

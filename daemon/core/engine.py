@@ -23,6 +23,7 @@ from daemon.core.alerts import (
 from daemon.core.durations import format_duration
 from daemon.core.expr import Binary, Node
 from daemon.core.expr_eval import Value, evaluate, explain, summarize
+from daemon.core.modelspec import score_metric
 from daemon.core.rulefmt import Group, Rule
 from daemon.core.templates import render_template
 from daemon.core.twin import DeviceTwin
@@ -43,7 +44,7 @@ class Watch:
 class DeviceContext:
     """What an expression can see of one device at one instant (implements EvalContext)."""
 
-    __slots__ = ("_timeout_s", "_windows", "now_ms", "scores", "twin", "watch")
+    __slots__ = ("_timeout_s", "_windows", "now_ms", "twin", "watch")
 
     def __init__(
         self,
@@ -52,14 +53,12 @@ class DeviceContext:
         now_ms: int,
         watch: Watch,
         default_timeout_s: float,
-        scores: Mapping[str, float] | None = None,
     ) -> None:
         self.twin = twin
         self._windows = windows
         self.now_ms = now_ms
         self.watch = watch
         self._timeout_s = default_timeout_s
-        self.scores = scores or {}
 
     def window(self, metric: str, seconds: float) -> list[tuple[int, float]]:
         now = self.now_ms
@@ -153,7 +152,19 @@ class DeviceContext:
         return self._timeout_s
 
     def anomaly(self, model: str) -> float | None:
-        return self.scores.get(model)
+        return self._model_output(model)
+
+    def rul(self, model: str) -> float | None:
+        return self._model_output(model)
+
+    def _model_output(self, model: str) -> float | None:
+        """The model's latest output for the device, from its series (`model:<name>`).
+
+        The windows keep it for a few scoring intervals only (daemon/learning), so a device the
+        model stopped scoring (offline, too few points) reads unknown rather than a stale value.
+        """
+        found = self._windows.last(self.twin.id, score_metric(model), self.now_ms)
+        return None if found is None else found[1]
 
 
 def matches(match: Mapping[str, str], twin: DeviceTwin) -> bool:

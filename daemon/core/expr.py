@@ -60,6 +60,7 @@ from daemon.core.expr_syntax import (
     tokenize,
     walk,
 )
+from daemon.core.modelspec import score_metric
 
 __all__ = [
     "ARITHMETIC",
@@ -77,6 +78,7 @@ __all__ = [
     "String",
     "Unary",
     "anomaly_models",
+    "model_refs",
     "parse_expr",
     "referenced_metrics",
     "source",
@@ -349,6 +351,10 @@ def referenced_metrics(node: Node) -> dict[str, float]:
                 seconds = literal_seconds(current.args[1]) or 0.0
             metric = current.args[0].name
             found[metric] = max(found.get(metric, 0.0), seconds)
+        elif isinstance(current, Call) and current.func in MODEL_FUNCTIONS and current.args:
+            model = current.args[0]
+            if isinstance(model, String):  # the model's live output, stored as a series
+                found.setdefault(score_metric(model.value), 0.0)
     return found
 
 
@@ -357,13 +363,24 @@ def uses_liveness(node: Node) -> bool:
     return any(isinstance(n, Call) and n.func in LIVENESS_FUNCTIONS for n in walk(node))
 
 
+MODEL_FUNCTIONS = {"anomaly": "anomaly", "rul": "rul"}  # function -> the model kind it reads
+
+
+def model_refs(node: Node) -> dict[str, str]:
+    """Return model name -> the function that reads it (`anomaly` or `rul`)."""
+    return {
+        n.args[0].value: n.func
+        for n in walk(node)
+        if isinstance(n, Call)
+        and n.func in MODEL_FUNCTIONS
+        and n.args
+        and isinstance(n.args[0], String)
+    }
+
+
 def anomaly_models(node: Node) -> set[str]:
     """Return the model names used in anomaly("...")."""
-    return {
-        n.args[0].value
-        for n in walk(node)
-        if isinstance(n, Call) and n.func == "anomaly" and n.args and isinstance(n.args[0], String)
-    }
+    return {name for name, func in model_refs(node).items() if func == "anomaly"}
 
 
 def source(node: Node, text: str) -> str:

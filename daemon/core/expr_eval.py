@@ -145,7 +145,7 @@ def _explain_call(node: Call, ctx: EvalContext, text: str, src: str) -> Explanat
     )
     if func == "time_to" and children and children[0].value is None:
         return Explanation(src, value, children, "threshold unknown", func)
-    if func in {"attr", "state", "anomaly"}:
+    if func in {"attr", "state", "anomaly", "rul"}:
         name = string_arg(node)
         return Explanation(src, value, children, _lookup_note(func, name, node, ctx, value), func)
     if func == "offline":
@@ -183,7 +183,9 @@ def _lookup_note(func: str, name: str, node: Call, ctx: EvalContext, value: Valu
             return "from device meta"
         return f"{name!r} not in device meta" + (", default used" if len(node.args) > 1 else "")
     if value is None:
-        return f"no state {name!r}" if func == "state" else f"no score from model {name!r}"
+        if func == "state":
+            return f"no state {name!r}"
+        return f"no {'prediction' if func == 'rul' else 'score'} from model {name!r}"
     return ""
 
 

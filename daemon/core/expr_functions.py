@@ -52,7 +52,11 @@ class EvalContext(Protocol):
         ...
 
     def anomaly(self, model: str) -> float | None:
-        """The latest anomaly score of `model`, None if none."""
+        """The latest anomaly score of `model` (0..1), None if none."""
+        ...
+
+    def rul(self, model: str) -> float | None:
+        """The latest remaining useful life predicted by `model` (in its unit), None if none."""
         ...
 
 

@@ -254,6 +254,11 @@ def _build_anomaly(node: Call) -> Fn:
     return lambda ctx: number(ctx.anomaly(model))
 
 
+def _build_rul(node: Call) -> Fn:
+    model = string_arg(node)
+    return lambda ctx: number(ctx.rul(model))
+
+
 def _build_abs(node: Call) -> Fn:
     operand = lower(node.args[0])
 
@@ -275,5 +280,6 @@ _BUILDERS: dict[str, Callable[[Call], Fn]] = {
     "attr": _build_attr,
     "state": _build_state,
     "anomaly": _build_anomaly,
+    "rul": _build_rul,
     "abs": _build_abs,
 }

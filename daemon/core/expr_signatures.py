@@ -59,6 +59,7 @@ FUNCTIONS: dict[str, Signature] = {
     "attr": Signature(("string", "any"), 1, ANY, 'attr("name") or attr("name", default)'),
     "state": Signature(("string",), 1, STR, 'state("name")'),
     "anomaly": Signature(("string",), 1, NUM, 'anomaly("model")'),
+    "rul": Signature(("string",), 1, NUM, 'rul("model")'),
     "abs": Signature(("number",), 1, NUM, "abs(x)"),
 }
 LIVENESS_FUNCTIONS = frozenset({"offline", "absent"})
