@@ -120,7 +120,7 @@ def rolling(
 
 
 def _count(present: NDArray[np.bool_]) -> NDArray[np.int64]:
-    return present.sum(axis=1)
+    return np.asarray(present.sum(axis=1), dtype=np.int64)
 
 
 def _none_to_nan(result: FloatArray, present: NDArray[np.bool_]) -> FloatArray:
