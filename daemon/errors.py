@@ -61,3 +61,8 @@ class RuleFileInvalid(FrontlineError):
     def __init__(self, problems: list[RuleProblem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+
+class ModelArtefactError(FrontlineError):
+    """A saved model (meta + arrays) that cannot be used: missing or misshapen arrays, an
+    unknown format version or detector. The caller keeps its previous model."""
