@@ -21,9 +21,19 @@ def publish_burst(
     host: str = "127.0.0.1",
     client_id: str = "burst-publisher",
     timeout: float = 600.0,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    retain: bool = False,
 ) -> tuple[int, float]:
-    """Publish every (topic, payload); return (count, seconds) once the broker acknowledged all."""
+    """Publish every (topic, payload); return (count, seconds) once the broker acknowledged all.
+
+    ``messages`` may be a generator: it is consumed as the window allows, so the messages are
+    never all in memory at once.
+    """
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    if username is not None:
+        client.username_pw_set(username, password)
     client.max_inflight_messages_set(WINDOW)
     client.max_queued_messages_set(0)
     window = threading.Semaphore(WINDOW)
@@ -45,7 +55,7 @@ def publish_burst(
         for topic, payload in messages:
             if not window.acquire(timeout=timeout):
                 raise TimeoutError("broker stopped acknowledging")
-            client.publish(topic, payload, qos=qos)
+            client.publish(topic, payload, qos=qos, retain=retain)
             count += 1
         deadline = time.monotonic() + timeout
         while qos and acked < count:

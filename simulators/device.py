@@ -33,7 +33,7 @@ from simulators.faults import (
     apply_faults,
     blocks_telemetry,
     customer_impact_after,
-    fix_for,
+    start_fault,
 )
 from simulators.groundtruth import (
     GroundTruthLog,
@@ -64,6 +64,7 @@ class FleetStats:
     commands_answered: int = 0
     commands_dropped: int = 0  # never answered, as the device's behaviour says
     faults_fixed: int = 0  # ended by a command or by the customer
+    history_published: int = 0  # past telemetry messages of a backfill
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,7 @@ class SimDevice:
     def start_fault(self, fault_id: str, spec: FaultSpec, now: float) -> None:
         """Start a fault at ``now`` (epoch seconds) and record it in the ground truth."""
         model = self.identity.model
-        hardware = model.hardware if spec.kind is FaultKind.HARDWARE else None
-        fault = ActiveFault(fault_id, spec, fix_for(model, spec), started_at=now, hardware=hardware)
+        fault = start_fault(fault_id, spec, model, now)
         last = self._last_values.get(spec.metric or "")
         if spec.kind is FaultKind.STUCK and isinstance(last, float | int):
             fault.frozen = float(last)

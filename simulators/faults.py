@@ -13,6 +13,12 @@ telemetry goes with it, so a rule watching that telemetry resolves.
   (``customer_fix_after``, counted from the fault's start or from the first notice the daemon
   sends about the device), or the customer never does.
 - ``none``: a technician must come.
+
+Two kinds aim at learned models rather than rules. ``decorrelate`` breaks one relation between
+metrics of the model (``DeviceModel.decorrelation``) while every metric stays in its normal range,
+so no threshold on one metric sees it. ``wear`` wears a part out over ``life`` seconds (its wear
+metric rises faster and faster, ``DeviceModel.wear``) and then fails it with the model's hardware
+failure; ``worn`` starts the fault with part of the life already used up.
 """
 
 from __future__ import annotations
@@ -24,11 +30,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from simulators.models import DeviceModel, Fix, HardwareFailure, Values
+from simulators.models import (
+    Decorrelation,
+    DeviceModel,
+    Fix,
+    HardwareFailure,
+    Values,
+    Wear,
+    wear_level,
+)
 
 __all__ = [
     "DEFAULT_PARAMS",
     "METRIC_KINDS",
+    "TIME_PARAMS",
     "ActiveFault",
     "CustomerFixFrom",
     "FaultKind",
@@ -40,6 +55,7 @@ __all__ = [
     "customer_impact_after",
     "drift_direction",
     "fix_for",
+    "start_fault",
 ]
 
 CustomerFixFrom = Literal["start", "notice"]
@@ -54,6 +70,8 @@ class FaultKind(StrEnum):
     DROPOUT = "dropout"  # telemetry stops, the connection stays up
     OFFLINE = "offline"  # the network drops uncleanly: the broker publishes the LWT
     HARDWARE = "hardware"  # a part fails (model-specific effect); only a technician fixes it
+    DECORRELATE = "decorrelate"  # one metric departs from what related metrics imply
+    WEAR = "wear"  # a part wears out over `life` seconds, then fails (hardware)
 
 
 # Parameters each kind accepts, with their defaults.
@@ -64,7 +82,11 @@ DEFAULT_PARAMS: Mapping[FaultKind, Mapping[str, float]] = {
     FaultKind.DROPOUT: {},
     FaultKind.OFFLINE: {},
     FaultKind.HARDWARE: {},
+    FaultKind.DECORRELATE: {"rate": 0.5},  # units of the model's metric per minute
+    FaultKind.WEAR: {"life": 3600.0, "worn": 0.0},  # seconds to failure; fraction already used
 }
+# Parameters given as times (``life: 2h``), in seconds.
+TIME_PARAMS = frozenset({"life"})
 METRIC_KINDS = frozenset({FaultKind.DRIFT, FaultKind.SPIKE, FaultKind.STUCK})
 
 
@@ -80,6 +102,8 @@ class FaultSpec:
     from the first notice the daemon sends about the device while the fault is active
     (``"notice"``: they follow guidance, and without guidance never act). None: never.
     ``customer_impact_after`` overrides the seconds until the customer notices the fault.
+    ``customer_compliance`` overrides the fleet's probability that this fault's customer follows
+    guidance whose steps fix it.
     """
 
     device: str
@@ -92,6 +116,7 @@ class FaultSpec:
     customer_fix_after: float | None = None
     customer_fix_from: CustomerFixFrom = "start"
     customer_impact_after: float | None = None
+    customer_compliance: float | None = None
 
     def __post_init__(self) -> None:
         """Reject a spec that could not run, with a message that says what to change."""
@@ -117,7 +142,21 @@ class FaultSpec:
         probability = self.params.get("probability")
         if probability is not None and not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability must be between 0 and 1 (got {probability})")
+        self._check_kind_params()
         self._check_customer()
+
+    def _check_kind_params(self) -> None:
+        params = self.effective_params
+        if self.kind is FaultKind.DECORRELATE and params["rate"] <= 0:
+            raise ValueError(
+                f"decorrelate rate must be > 0 (got {params['rate']}): the model says which way "
+                "its metric departs"
+            )
+        if self.kind is FaultKind.WEAR:
+            if params["life"] <= 0:
+                raise ValueError(f"life must be a time > 0 (got {params['life']})")
+            if not 0.0 <= params["worn"] < 1.0:
+                raise ValueError(f"worn must be at least 0 and below 1 (got {params['worn']})")
 
     def _check_customer(self) -> None:
         for name in ("customer_fix_after", "customer_impact_after"):
@@ -130,11 +169,22 @@ class FaultSpec:
             )
         if self.customer_fix_from == "notice" and self.customer_fix_after is None:
             raise ValueError("customer_fix_from 'notice' needs customer_fix_after")
+        compliance = self.customer_compliance
+        if compliance is not None and not 0.0 <= compliance <= 1.0:
+            raise ValueError(f"customer_compliance must be between 0 and 1 (got {compliance})")
 
     @property
     def effective_params(self) -> dict[str, float]:
         """Return the parameters with the kind's defaults filled in."""
         return {**DEFAULT_PARAMS[self.kind], **self.params}
+
+    @property
+    def remaining_life(self) -> float | None:
+        """Return the seconds from the start of a ``wear`` fault until the part fails."""
+        if self.kind is not FaultKind.WEAR:
+            return None
+        params = self.effective_params
+        return (1.0 - params["worn"]) * params["life"]
 
 
 def check_fault_target(spec: FaultSpec, model: DeviceModel[Any]) -> None:
@@ -154,6 +204,7 @@ _NETWORK_STEPS = Fix(
         "Check that the internet router is switched on and connected.",
         "Switch the device's power off for 10 seconds and on again.",
     ),
+    keywords=(("router",), ("power",)),
 )
 # The default fix per kind; a model's `fixes` take precedence (see fix_for).
 _DEFAULT_FIXES: Mapping[FaultKind, Fix] = {
@@ -163,6 +214,8 @@ _DEFAULT_FIXES: Mapping[FaultKind, Fix] = {
     FaultKind.DROPOUT: _REBOOT,
     FaultKind.OFFLINE: _NETWORK_STEPS,
     FaultKind.HARDWARE: Fix("none"),
+    FaultKind.DECORRELATE: Fix("none"),  # a valve, a fan, a charge: a technician's job
+    FaultKind.WEAR: Fix("none"),  # a new part, fitted by a technician
 }
 
 
@@ -206,6 +259,10 @@ def customer_impact_after(model: DeviceModel[Any], spec: FaultSpec) -> float | N
         if rate == 0 or tolerance is None:
             return None
         return 60.0 * tolerance / rate
+    if spec.kind is FaultKind.DECORRELATE:
+        return 60.0 * model.decorrelation.tolerance / spec.effective_params["rate"]
+    if spec.kind is FaultKind.WEAR:
+        return spec.remaining_life  # the part fails: the customer notices at once
     impacts = {
         FaultKind.STUCK: model.stuck_impact_s,
         FaultKind.OFFLINE: 30 * 60.0,  # remote control in the customer's app is gone
@@ -223,13 +280,31 @@ class ActiveFault:
     fix: Fix
     started_at: float  # epoch seconds
     frozen: float | None = None  # the value a stuck sensor repeats
-    hardware: HardwareFailure | None = None  # what a hardware fault does on this model
+    hardware: HardwareFailure | None = None  # what a hardware (or worn-out) part does on failure
+    wear: Wear | None = None  # how a wear fault shows on this model
+    decorrelation: Decorrelation | None = None  # the relation a decorrelate fault breaks
+
+    @property
+    def fails_at(self) -> float | None:
+        """Return when (epoch seconds) a wear fault's part fails; None for other kinds."""
+        remaining = self.spec.remaining_life
+        return None if remaining is None else self.started_at + remaining
 
     def apply(self, values: Values, now: float, rng: random.Random) -> None:
         """Apply this fault's effect on ``values`` (in place) for a sample taken at ``now``."""
-        if self.spec.kind is FaultKind.HARDWARE:
+        kind = self.spec.kind
+        elapsed = max(now - self.started_at, 0.0)
+        if kind is FaultKind.HARDWARE:
             if self.hardware is not None:
-                self.hardware.effect(values, max(now - self.started_at, 0.0), rng)
+                self.hardware.effect(values, elapsed, rng)
+            return
+        if kind is FaultKind.WEAR:
+            self._wear(values, now, rng)
+            return
+        if kind is FaultKind.DECORRELATE:
+            if self.decorrelation is not None:
+                departure = self.spec.effective_params["rate"] * elapsed / 60.0
+                self.decorrelation.effect(values, min(departure, self.decorrelation.cap))
             return
         metric = self.spec.metric
         if metric is None:
@@ -250,6 +325,34 @@ class ActiveFault:
             if self.frozen is None:
                 self.frozen = float(current)
             values[metric] = self.frozen
+
+    def _wear(self, values: Values, now: float, rng: random.Random) -> None:
+        """Wear the part (its metric rises), or, past its life, fail it."""
+        fails_at = self.fails_at
+        if self.wear is None or fails_at is None:
+            return
+        if now < fails_at:
+            params = self.spec.effective_params
+            used = params["worn"] + (now - self.started_at) / params["life"]
+            self.wear.effect(values, wear_level(used), rng)
+            return
+        if self.hardware is not None:
+            self.hardware.effect(values, now - fails_at, rng)
+        self.wear.failed(values, rng)
+
+
+def start_fault(fault_id: str, spec: FaultSpec, model: DeviceModel[Any], now: float) -> ActiveFault:
+    """Return ``spec`` started at ``now`` on a device of ``model``, with its model's effects."""
+    kind = spec.kind
+    return ActiveFault(
+        fault_id,
+        spec,
+        fix_for(model, spec),
+        started_at=now,
+        hardware=model.hardware if kind in (FaultKind.HARDWARE, FaultKind.WEAR) else None,
+        wear=model.wear if kind is FaultKind.WEAR else None,
+        decorrelation=model.decorrelation if kind is FaultKind.DECORRELATE else None,
+    )
 
 
 def apply_faults(

@@ -1,8 +1,9 @@
 """The fleet: N simulated devices, each on its own MQTT connection, plus the fault schedule.
 
 Besides the devices, the fleet plays their customers: a customer who fixes a fault at a fixed time
-after it starts, or one who follows the daemon's guidance (a message on
-``{notices_topic}/{device_id}``) and fixes it some time after the first notice.
+after it starts, or one who follows the daemon's guidance (a notice on
+``{notices_topic}/{device_id}``) when its steps fit the fault and they comply
+(``simulators.customers``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ import asyncio
 import logging
 import random
 import re
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import aiomqtt
 
+from simulators.burst import publish_burst
 from simulators.commands import Behaviour
+from simulators.customers import Customers, parse_notice
 from simulators.device import (
     NETWORK_TIMEOUT_S,
     Broker,
@@ -30,7 +35,21 @@ from simulators.device import (
     _settle,
 )
 from simulators.faults import FaultSpec, check_fault_target, fix_for
-from simulators.groundtruth import GroundTruthLog, customer_guided_event, usage_profile_event
+from simulators.groundtruth import (
+    GroundTruthLog,
+    fault_ended_event,
+    fault_started_event,
+    usage_profile_event,
+)
+from simulators.history import (
+    HistoryOptions,
+    carried_wear,
+    history_messages,
+    history_problems,
+    meta_messages,
+    plan_wear_runs,
+    wear_run_faults,
+)
 from simulators.models import UsageProfile, get_model
 
 __all__ = [
@@ -38,15 +57,18 @@ __all__ = [
     "Fleet",
     "FleetOptions",
     "FleetStats",
+    "HistoryMode",
     "fault_ids",
     "fault_problems",
     "fault_schedule",
+    "history_of",
     "option_problems",
     "plan_devices",
 ]
 
 logger = logging.getLogger(__name__)
 
+HistoryMode = Literal["before", "only", "skip"]
 SHUTDOWN_GRACE_S = 10.0  # for every device to announce offline and disconnect
 FLAT_EVERY = 5  # every 5th device publishes the flat telemetry shape
 _LOCATIONS = (
@@ -93,6 +115,13 @@ class FleetOptions:
     # Where the daemon publishes customer notices (guidance); customers who follow guidance
     # listen here.
     notices_topic: str = "frontline/notices"
+    # Probability that a customer who follows guidance acts on steps that fit the fault (a
+    # fault's customer_compliance overrides it).
+    compliance: float = 1.0
+    # The simulated past published before the live run (simulators.history), and what to run:
+    # "before" (the history, then the live fleet), "only" (the history, then return) or "skip".
+    history: HistoryOptions | None = None
+    history_mode: HistoryMode = "before"
 
 
 def plan_devices(options: FleetOptions) -> list[DeviceIdentity]:
@@ -180,10 +209,23 @@ def option_problems(
             problems.append((("usage", device_id), f"no device {device_id!r} in this fleet"))
     if options.profiles and not any(w > 0 for w in options.profiles.values()):
         problems.append((("profiles",), "at least one profile needs a weight > 0"))
+    if not 0.0 <= options.compliance <= 1.0:
+        problems.append((("compliance",), f"must be between 0 and 1 (got {options.compliance})"))
+    if options.history is not None:
+        problems.extend(history_problems(options.history, identities, options.faults, options.seed))
     for profile, weight in options.profiles.items():
         if weight < 0:
             problems.append((("profiles", str(profile)), f"weight must be >= 0 (got {weight})"))
     return problems
+
+
+def history_of(options: FleetOptions) -> HistoryOptions | None:
+    """Return the history to publish before the live run, or None (none, or skipped)."""
+    if options.history_mode == "skip":
+        return None
+    if options.history is None and options.history_mode == "only":
+        raise ValueError("history only: the fleet has no history to publish (scenario `history:`)")
+    return options.history
 
 
 def fault_ids(faults: Sequence[FaultSpec]) -> list[str]:
@@ -225,6 +267,10 @@ def fault_problems(
     return problems
 
 
+def _product(identities: Sequence[DeviceIdentity], device_id: str) -> str:
+    return next(i.model.product for i in identities if i.device_id == device_id)
+
+
 Action = Literal["end", "customer", "start"]
 _ORDER: Mapping[Action, int] = {"end": 0, "customer": 1, "start": 2}
 
@@ -246,70 +292,6 @@ def fault_schedule(
             events.append((spec.start + spec.customer_fix_after, "customer", fault_id, spec))
     events.sort(key=lambda event: (event[0], _ORDER[event[1]]))
     return events
-
-
-class Cancellable(Protocol):
-    """What scheduling a callback returns (an ``asyncio.TimerHandle``)."""
-
-    def cancel(self) -> None: ...
-
-
-Schedule = Callable[[float, Callable[[], None]], Cancellable]
-
-
-class Customers:
-    """Customers who follow guidance: a notice about a device starts their clock.
-
-    For each active fault on the device that its customer can fix, with
-    ``customer_fix_from="notice"``, the first notice schedules the fix ``customer_fix_after``
-    seconds later (reason ``customer``) and writes a ``customer_guided`` line. Any message on the
-    device's notice topic counts as guidance.
-    """
-
-    def __init__(
-        self, devices: Mapping[str, SimDevice], log: GroundTruthLog, schedule: Schedule
-    ) -> None:
-        self._devices = devices
-        self._log = log
-        self._schedule = schedule
-        self._guided: set[str] = set()
-        self._pending: list[Cancellable] = []
-
-    def notice(self, device_id: str, now: float) -> list[tuple[str, float]]:
-        """Handle a notice about ``device_id`` at ``now``; return (fault id, acts at) scheduled."""
-        device = self._devices.get(device_id)
-        if device is None:
-            return []
-        scheduled = []
-        for fault in device.faults:
-            spec = fault.spec
-            after = spec.customer_fix_after
-            if (
-                fault.fix.type != "customer"
-                or spec.customer_fix_from != "notice"
-                or after is None
-                or fault.fault_id in self._guided
-            ):
-                continue
-            self._guided.add(fault.fault_id)
-            self._log.write(customer_guided_event(fault, now, now + after))
-            self._pending.append(self._schedule(after, self._fixer(device, fault.fault_id)))
-            scheduled.append((fault.fault_id, now + after))
-        return scheduled
-
-    @staticmethod
-    def _fixer(device: SimDevice, fault_id: str) -> Callable[[], None]:
-        def fix() -> None:
-            if device.end_fault(fault_id, "customer", time.time()):
-                logger.info("customer fixed %s on %s", fault_id, device.identity.device_id)
-
-        return fix
-
-    def cancel(self) -> None:
-        """Forget the fixes still to come."""
-        for pending in self._pending:
-            pending.cancel()
-        self._pending.clear()
 
 
 class Fleet:
@@ -346,8 +328,15 @@ class Fleet:
         ]
         if problems:
             raise ValueError("; ".join(problems))
+        history = history_of(options)
         broker = Broker(options.host, options.port, options.username, options.password)
         with GroundTruthLog(options.ground_truth) as log:
+            if history is not None:
+                await self._backfill(
+                    history, identities, list(zip(ids, options.faults, strict=True)), log
+                )
+                if options.history_mode == "only":
+                    return
             devices = {
                 identity.device_id: SimDevice(
                     identity,
@@ -368,7 +357,9 @@ class Fleet:
                     )
                 )
             loop = asyncio.get_running_loop()
-            customers = Customers(devices, log, loop.call_later)
+            customers = Customers(
+                devices, log, loop.call_later, compliance=options.compliance, seed=options.seed
+            )
             start = loop.time()
             tasks = [
                 asyncio.create_task(device.run(), name=f"sim-device-{device_id}")
@@ -378,7 +369,7 @@ class Fleet:
             helpers = [
                 asyncio.create_task(self._fault_loop(devices, schedule, start), name="sim-faults")
             ]
-            if any(spec.customer_fix_from == "notice" for spec in options.faults):
+            if options.faults:  # the customers read every notice, whatever it says
                 helpers.append(
                     asyncio.create_task(self._notice_loop(broker, customers), name="sim-customers")
                 )
@@ -387,6 +378,69 @@ class Fleet:
             finally:
                 customers.cancel()
                 await self._shutdown(devices, tasks, helpers)
+
+    async def _backfill(
+        self,
+        history: HistoryOptions,
+        identities: list[DeviceIdentity],
+        faults: list[tuple[str, FaultSpec]],
+        log: GroundTruthLog,
+    ) -> None:
+        """Publish the fleet's past (meta first, retained), up to now; log its wear runs.
+
+        The messages are generated and published in a thread, as fast as the broker takes them.
+        """
+        options = self.options
+        seed = history.seed if history.seed is not None else options.seed
+        end = time.time()
+        runs = plan_wear_runs(history, identities, options.faults, end, options.seed)
+        past = wear_run_faults(runs, identities)
+        for run_fault in past:
+            fault = run_fault.fault
+            model = fault.wear.part if fault.wear else ""
+            logger.info(
+                "history: %s wears out (%s) on %s", fault.fault_id, model, fault.spec.device
+            )
+            log.write(fault_started_event(fault, _product(identities, fault.spec.device),
+                                          fault.spec.remaining_life, history=True))  # fmt: skip
+            log.write(fault_ended_event(fault, run_fault.until, "repaired", history=True))
+        past += carried_wear(faults, identities, end)
+        stop = threading.Event()
+        messages = history_messages(
+            identities, options.topic_prefix, history, end, seed, past, stop=stop
+        )
+        burst = partial(
+            publish_burst,
+            options.port,
+            host=options.host,
+            client_id=f"{options.id_prefix}-history-{uuid.uuid4().hex[:8]}",
+            username=options.username,
+            password=options.password,
+        )
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(
+                burst, meta_messages(identities, options.topic_prefix), retain=True
+            )
+            count, _ = await asyncio.to_thread(burst, messages)
+        except OSError as exc:
+            raise ConnectionError(
+                f"history: cannot publish to the broker at {options.host}:{options.port}: {exc}"
+            ) from exc
+        finally:
+            stop.set()  # a cancelled backfill stops generating at the next step
+        self._stats.history_published += count
+        elapsed = time.monotonic() - started
+        logger.info(
+            "history: %d messages for %d devices over %.1f h published in %.1f s (%.0f/s), "
+            "%d wear runs",
+            count,
+            len(identities),
+            history.duration / 3600,
+            elapsed,
+            count / max(elapsed, 1e-9),
+            len(runs),
+        )
 
     @staticmethod
     async def _wait(
@@ -483,7 +537,11 @@ class Fleet:
                     backoff = 0.5
                     async for message in client.messages:
                         device_id = str(message.topic).rsplit("/", 1)[-1]
-                        for fault_id, acts_at in customers.notice(device_id, time.time()):
+                        raw = message.payload
+                        notice = parse_notice(raw if isinstance(raw, bytes) else b"")
+                        if notice is None:
+                            continue
+                        for fault_id, acts_at in customers.notice(device_id, time.time(), notice):
                             logger.info(
                                 "customer of %s guided: fixes %s in %.0f s",
                                 device_id,

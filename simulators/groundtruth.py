@@ -6,7 +6,11 @@ Lines, each with an ``event``:
 - ``fault_started`` and ``fault_ended`` (reason ``duration``, ``command:<method>``, ``customer``
   or ``fleet_stopped``);
 - ``command_received``: one per command a device received, with what it did (``effect``);
-- ``customer_guided``: a notice reached the customer, who will fix a fault at ``acts_at``.
+- ``customer_guided``: a guidance notice reached the customer: per active fault, whether its
+  steps fit the fault, whether the customer complied, when they act (``acts_at``) and why
+  (``simulators.customers``).
+
+Faults of a history backfill (``simulators.history``) carry ``"history": true``.
 
 Every line is flushed as soon as it is written.
 """
@@ -36,9 +40,17 @@ def _iso_after(start: datetime, seconds: float | None) -> str | None:
 
 
 def fault_started_event(
-    fault: ActiveFault, model: str, customer_impact_after: float | None
+    fault: ActiveFault,
+    model: str,
+    customer_impact_after: float | None,
+    *,
+    history: bool = False,
 ) -> dict[str, Any]:
-    """Return the ground-truth line for a fault that has just started."""
+    """Return the ground-truth line for a fault that has just started.
+
+    ``history``: the fault belongs to the simulated past that a backfill published (a wear run
+    of the training data), not to the live run; its times are in the past.
+    """
     spec = fault.spec
     start = datetime.fromtimestamp(fault.started_at, UTC)
     event: dict[str, Any] = {
@@ -55,8 +67,32 @@ def fault_started_event(
         "fix": fault.fix.as_json(),
         "customer_fix": _customer_fix(fault, start),
     }
-    if fault.hardware is not None:
+    if fault.wear is not None and fault.hardware is not None:
+        wear = fault.wear
+        params = spec.effective_params
+        event["detail"] = (
+            f"{wear.part} wears out ({wear.metric} rises), then fails: {fault.hardware.description}"
+        )
+        event["wear"] = {
+            "metric": wear.metric,
+            "life_s": params["life"],
+            "worn": params["worn"],
+            "wear_started": isoformat(fault.started_at - params["worn"] * params["life"]),
+            "fails_at": _iso_after(start, spec.remaining_life),
+            "failure": {"metric": wear.metric, "above": wear.failure_above},
+        }
+    elif fault.hardware is not None:
         event["detail"] = fault.hardware.description
+    if fault.decorrelation is not None:
+        relation = fault.decorrelation
+        event["detail"] = relation.description
+        event["relation"] = {
+            "metric": relation.metric,
+            "related": list(relation.related),
+            "cap": relation.cap,
+        }
+    if history:
+        event["history"] = True
     return event
 
 
@@ -75,9 +111,11 @@ def _customer_fix(fault: ActiveFault, start: datetime) -> dict[str, Any] | None:
     }
 
 
-def fault_ended_event(fault: ActiveFault, end: float, reason: str) -> dict[str, Any]:
+def fault_ended_event(
+    fault: ActiveFault, end: float, reason: str, *, history: bool = False
+) -> dict[str, Any]:
     """Return the ground-truth line for a fault that has ended (reason: duration, command:...)."""
-    return {
+    event: dict[str, Any] = {
         "event": "fault_ended",
         "fault_id": fault.fault_id,
         "device": fault.spec.device,
@@ -85,6 +123,9 @@ def fault_ended_event(fault: ActiveFault, end: float, reason: str) -> dict[str, 
         "end": isoformat(end),
         "reason": reason,
     }
+    if history:
+        event["history"] = True
+    return event
 
 
 def usage_profile_event(
@@ -134,17 +175,6 @@ def command_event(
         "effect": effect,
         "fixed": list(fixed),
         "active_faults": list(active),
-    }
-
-
-def customer_guided_event(fault: ActiveFault, notice_at: float, acts_at: float) -> dict[str, Any]:
-    """Return the line for a notice that sets the customer to fix ``fault`` at ``acts_at``."""
-    return {
-        "event": "customer_guided",
-        "fault_id": fault.fault_id,
-        "device": fault.spec.device,
-        "notice_at": isoformat(notice_at),
-        "acts_at": isoformat(acts_at),
     }
 
 

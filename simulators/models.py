@@ -7,15 +7,17 @@ the water; a colder outdoor air makes a heat pump draw more current at a lower C
 
 A model also declares what a device of its kind understands and how its faults are fixed: the
 command methods it accepts (``commands``), the fix of each fault it knows better than the default
-(``fixes``), how its hardware fails (``hardware``), how each usage profile changes its behaviour
-(``with_usage``), and what an accepted command does to its state (``apply_command``).
+(``fixes``), how its hardware fails (``hardware``), which part wears out and how the telemetry
+shows it (``wear``), which relation between two of its metrics a hidden fault can break
+(``decorrelation``), how each usage profile changes its behaviour (``with_usage``), and what an
+accepted command does to its state (``apply_command``).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
@@ -44,6 +46,11 @@ class Fix:
     For a command fix, ``params`` is a set of parameters that works and ``requires`` the range
     ``(low, high)`` each numeric parameter must fall in for the command to fix the fault (a
     ``reduce_power`` of 10 % answers ok but leaves a boiler overheating).
+
+    For a customer fix, ``keywords`` says what guidance must ask for before a customer can fix
+    the fault by following it: every group must have one of its phrases in the steps sent (case
+    ignored). Guidance about something else (the freezer steps for a boiler losing water) leaves
+    the fault as it is, whatever the customer does.
     """
 
     type: Literal["command", "customer", "none"]
@@ -51,6 +58,14 @@ class Fix:
     params: Mapping[str, Any] = field(default_factory=dict)
     steps: tuple[str, ...] = ()
     requires: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    keywords: tuple[tuple[str, ...], ...] = ()
+
+    def matched_by(self, steps: Sequence[str]) -> bool:
+        """Return True if a customer following ``steps`` would fix a fault with this fix."""
+        if self.type != "customer" or not self.keywords:
+            return False
+        text = " ".join(steps).casefold()
+        return all(any(phrase.casefold() in text for phrase in group) for group in self.keywords)
 
     def fixed_by(self, method: str, params: Mapping[str, Any]) -> bool:
         """Return True if the command ``method`` with ``params`` fixes a fault with this fix."""
@@ -78,7 +93,11 @@ class Fix:
                 }
             return out
         if self.type == "customer":
-            return {"type": "customer", "steps": list(self.steps)}
+            return {
+                "type": "customer",
+                "steps": list(self.steps),
+                "keywords": [list(group) for group in self.keywords],
+            }
         return {"type": "none"}
 
 
@@ -97,6 +116,50 @@ class HardwareFailure:
     impact_s: float  # seconds until the customer notices
 
 
+# (values to change in place, how worn the part is: 0 new .. 1 about to fail, rng)
+WearEffect = Callable[[Values, float, random.Random], None]
+# (values to change in place, rng): the wear metric once the part has failed
+FailedEffect = Callable[[Values, random.Random], None]
+# (values to change in place, how far the relation has departed, in the metric's unit)
+DepartEffect = Callable[[Values, float], None]
+
+
+@dataclass(frozen=True)
+class Wear:
+    """What the ``wear`` fault does on this model: a part wears out, then fails.
+
+    ``metric`` carries the wear: it rises, faster and faster, from its healthy level by up to
+    ``rise`` (plus noise) just before the failure. At the failure the model's ``hardware``
+    failure takes hold and ``metric`` jumps above ``failure_above``: the condition that marks the
+    failure in the telemetry (``metric > failure_above``), never met by a healthy or a merely worn
+    part, so that run-to-failure histories can be cut at it.
+    """
+
+    part: str
+    metric: str
+    rise: float
+    failure_above: float
+    effect: WearEffect
+    failed: FailedEffect
+
+
+@dataclass(frozen=True)
+class Decorrelation:
+    """What the ``decorrelate`` fault does on this model: one relation between metrics breaks.
+
+    ``metric`` departs, ``rate`` units a minute up to ``cap``, from what ``related`` imply, while
+    every metric stays inside its own normal range: no threshold on a single metric sees it. The
+    customer notices once the departure reaches ``tolerance``.
+    """
+
+    metric: str
+    related: tuple[str, ...]
+    description: str
+    cap: float
+    tolerance: float
+    effect: DepartEffect
+
+
 @dataclass(frozen=True)
 class DeviceModel(Generic[S]):
     """What the simulator knows about one kind of device."""
@@ -113,6 +176,8 @@ class DeviceModel(Generic[S]):
     # Fixes that differ from the default of the fault's kind (see simulators.faults.fix_for).
     fixes: Mapping[FixKey, Fix]
     hardware: HardwareFailure
+    wear: Wear
+    decorrelation: Decorrelation
     initial_state: Callable[[random.Random, float], S]  # (rng, utc_offset_h) -> state
     sample: Callable[[float, S, random.Random], tuple[Values, S]]
     # (state, profile, rng) -> the state of a device used that way (NORMAL returns it unchanged)
@@ -156,10 +221,51 @@ def _unchanged(state: S, _method: str, _params: Mapping[str, Any], _now: float) 
     return state
 
 
+WEAR_SHAPE = 3.0  # how sharply wear accelerates toward the end of the part's life
+
+
+def wear_level(fraction: float) -> float:
+    """Return how far a part's wear metric has risen (0..1) at ``fraction`` of its life.
+
+    Exponential: barely visible for the first half of the life (0.18 at 50 %), then faster and
+    faster (0.52 at 80 %, 0.85 at 95 %), as bearings, valves and electrodes wear.
+
+    >>> wear_level(0.0), round(wear_level(0.5), 2), wear_level(1.0)
+    (0.0, 0.18, 1.0)
+    """
+    fraction = min(max(fraction, 0.0), 1.0)
+    return (math.exp(WEAR_SHAPE * fraction) - 1.0) / (math.exp(WEAR_SHAPE) - 1.0)
+
+
+def _worn(values: Values, metric: str, rise: float, level: float, rng: random.Random) -> None:
+    """Add ``rise`` x ``level`` to ``metric``, with noise that grows with the wear."""
+    value = values.get(metric)
+    if isinstance(value, float):
+        values[metric] = round(value + rise * level * (1.0 + rng.gauss(0.0, 0.05)), 3)
+
+
+def _vibration_wear(rise: float) -> WearEffect:
+    """Return the wear of a compressor: its vibration rises while it runs."""
+
+    def effect(values: Values, level: float, rng: random.Random) -> None:
+        if values.get("compressor_on") is True:
+            _worn(values, "vibration", rise, level, rng)
+
+    return effect
+
+
+def _vibration_failed(values: Values, rng: random.Random) -> None:
+    """A failed compressor shakes: 12-16 mm/s, far above any worn one."""
+    values["vibration"] = round(12.0 + rng.uniform(0.0, 4.0), 3)
+
+
 # --- boiler -------------------------------------------------------------------------------------
 
 BOILER_COMFORT = 66.0  # °C, the comfort setpoint
 BOILER_MISUSED_BAND = 0.5  # ± °C around the setpoint: the burner toggles about once a minute
+BOILER_RETURN_DROP = 3.0  # °C the return water is colder than the flow with the burner idle
+BOILER_IGNITION_SAFETY_S = 10.0  # an ignition that takes this long locks the burner out
+BOILER_IGNITER_RISE = 6.0  # s a worn electrode adds to the ignition just before it fails
 
 
 @dataclass(frozen=True)
@@ -175,6 +281,7 @@ class BoilerState:
     ambient: float = 19.0  # the room the boiler stands in: where idle water settles
     in_use_until: float = 0.0  # barely used: end of the current heating episode
     power_limit: float = 100.0  # % of full power; lowered by reduce_power
+    ignition_base: float = 2.0  # seconds a healthy ignition of this boiler takes
 
 
 def boiler_setpoint(hour: float) -> float:
@@ -193,6 +300,7 @@ def boiler_initial(rng: random.Random, utc_offset_h: float) -> BoilerState:
         pressure_base=rng.uniform(1.35, 1.65),
         temperature=60.0 + rng.uniform(-3.0, 3.0),
         burner_on=rng.random() < 0.5,
+        ignition_base=rng.uniform(1.7, 2.3),
     )
 
 
@@ -212,6 +320,10 @@ def boiler_sample(now: float, state: BoilerState, rng: random.Random) -> tuple[V
     Unused, the heating stays off and the water sits at room temperature; barely used, it heats
     for 5-15 minutes every few hours; misused, the comfort setpoint holds day and night with a
     hysteresis so narrow that the burner short-cycles.
+
+    The radiators take heat in proportion to the burner's power, so the return water is
+    3 + 0.15 x power °C colder than the flow (3 °C with the burner off, 18 °C at full power);
+    ``ignition_time`` is how long the last ignition took (about 2 s while the igniter is healthy).
     """
     hour = local_hour(now, state.utc_offset_h)
     dt = _step(state.last, now)
@@ -240,17 +352,21 @@ def boiler_sample(now: float, state: BoilerState, rng: random.Random) -> tuple[V
         )
         power = min(power, state.power_limit)
         mode = "eco" if setpoint < 60.0 else "heating"
+        returning = temperature - BOILER_RETURN_DROP - 0.15 * power + rng.gauss(0.0, 0.15)
     else:  # heating off: the water cools to the room and stays there
         temperature = max(state.ambient, state.temperature - 1.5 * dt_min) + rng.gauss(0.0, 0.03)
         burner_on = False
         power = 0.0
         mode = "off"
+        returning = temperature - 0.3 + rng.gauss(0.0, 0.05)  # the pump is off: no drop
     pressure = state.pressure_base + 0.01 * (temperature - 60.0) + rng.gauss(0.0, 0.01)
     values: Values = {
         "temperature": round(temperature, 2),
+        "return_temp": round(returning, 2),
         "pressure": round(pressure, 3),
         "burner_on": burner_on,
         "power": round(power, 1),
+        "ignition_time": round(state.ignition_base + rng.gauss(0.0, 0.08), 3),
         "mode": mode,
     }
     new_state = replace(
@@ -274,16 +390,45 @@ def boiler_ignition_failure(values: Values, elapsed_s: float, _rng: random.Rando
     values["power"] = 0.0
     temperature = values.get("temperature")
     if isinstance(temperature, float):
-        values["temperature"] = round(max(20.0, temperature - 1.5 * elapsed_s / 60.0), 2)
+        cooled = round(max(20.0, temperature - 1.5 * elapsed_s / 60.0), 2)
+        values["temperature"] = cooled
+        if isinstance(values.get("return_temp"), float):
+            values["return_temp"] = round(cooled - 0.3, 2)  # no flame: no drop either
+
+
+def boiler_igniter_wear(values: Values, level: float, rng: random.Random) -> None:
+    """A worn ignition electrode: each ignition takes longer, up to ~6 s more before it fails."""
+    _worn(values, "ignition_time", BOILER_IGNITER_RISE, level, rng)
+
+
+def boiler_igniter_failed(values: Values, _rng: random.Random) -> None:
+    """Every ignition attempt runs to the safety time, then the burner locks out."""
+    values["ignition_time"] = BOILER_IGNITION_SAFETY_S
+
+
+def boiler_return_departs(values: Values, departure: float) -> None:
+    """The return water stays warmer than the burner's power implies: heat no longer reaches the
+    radiators (a bypass valve stuck open, a sludged circuit). It never passes the flow."""
+    flow, returning = values.get("temperature"), values.get("return_temp")
+    if isinstance(flow, float) and isinstance(returning, float):
+        ceiling = flow - 1.5
+        if returning < ceiling:
+            values["return_temp"] = round(min(returning + departure, ceiling), 2)
 
 
 BOILER: DeviceModel[BoilerState] = DeviceModel(
     name="boiler",
     product="boiler-x200",
     firmwares=("1.4.1", "1.4.2"),
-    metrics=("temperature", "pressure", "power"),
+    metrics=("temperature", "return_temp", "pressure", "power", "ignition_time"),
     commands=frozenset({"reboot", "reduce_power", "reset_valve"}),
-    tolerance={"temperature": 10.0, "pressure": 0.5, "power": 40.0},
+    tolerance={
+        "temperature": 10.0,
+        "return_temp": 10.0,
+        "pressure": 0.5,
+        "power": 40.0,
+        "ignition_time": 6.0,
+    },
     stuck_impact_s=20 * 60.0,
     fixes={
         # Overheating: lowering the burner's power by at least 20 % brings the flow back.
@@ -304,12 +449,32 @@ BOILER: DeviceModel[BoilerState] = DeviceModel(
                 "then close it.",
                 "Reset the boiler with the reset button.",
             ),
+            keywords=(("filling loop",), ("1.5 bar",)),
         ),
     },
     hardware=HardwareFailure(
         description="ignition failure: the burner no longer lights, the water cools",
         effect=boiler_ignition_failure,
         impact_s=20 * 60.0,
+    ),
+    wear=Wear(
+        part="ignition electrode",
+        metric="ignition_time",
+        rise=BOILER_IGNITER_RISE,
+        failure_above=9.5,
+        effect=boiler_igniter_wear,
+        failed=boiler_igniter_failed,
+    ),
+    decorrelation=Decorrelation(
+        metric="return_temp",
+        related=("temperature", "power"),
+        description=(
+            "the return water runs warmer than the burner's power implies: heat no longer "
+            "reaches the radiators (bypass valve stuck open)"
+        ),
+        cap=12.0,
+        tolerance=5.0,
+        effect=boiler_return_departs,
     ),
     initial_state=boiler_initial,
     sample=boiler_sample,
@@ -336,6 +501,7 @@ class HeatPumpState:
     supply: float | None = None  # last supply temperature
     running: bool = True  # compressor
     switch_at: float = 0.0  # misused: when the compressor toggles next; barely used: run end
+    vibration_base: float = 1.5  # mm/s of this unit's healthy compressor
 
 
 def outdoor_temperature(hour: float, mean: float) -> float:
@@ -345,7 +511,11 @@ def outdoor_temperature(hour: float, mean: float) -> float:
 
 def heat_pump_initial(rng: random.Random, utc_offset_h: float) -> HeatPumpState:
     """Return a heat pump on a site with its own mean outdoor temperature."""
-    return HeatPumpState(utc_offset_h=utc_offset_h, outdoor_mean=rng.uniform(-2.0, 10.0))
+    return HeatPumpState(
+        utc_offset_h=utc_offset_h,
+        outdoor_mean=rng.uniform(-2.0, 10.0),
+        vibration_base=rng.uniform(1.2, 1.8),
+    )
 
 
 def heat_pump_with_usage(
@@ -383,7 +553,7 @@ def heat_pump_sample(
     """Advance the heat pump to ``now``: colder air means more current and a lower COP.
 
     A stopped compressor draws a standby current, reports no COP, and its water settles to the
-    room temperature.
+    room temperature. A running one vibrates at 1.2-1.8 mm/s (a little more under load).
     """
     dt = _step(state.last, now)
     outdoor = outdoor_temperature(local_hour(now, state.utc_offset_h), state.outdoor_mean)
@@ -397,6 +567,7 @@ def heat_pump_sample(
             "supply_temp": round(supply + rng.gauss(0.0, 0.03), 2),
             "outdoor_temp": round(outdoor, 2),
             "compressor_current": round(max(0.0, 0.2 + rng.gauss(0.0, 0.02)), 2),
+            "vibration": round(0.05 + abs(rng.gauss(0.0, 0.02)), 3),
             "defrost": False,
             "compressor_on": False,
         }
@@ -408,11 +579,13 @@ def heat_pump_sample(
         supply = 45.0 - 0.6 * outdoor - (5.0 if defrost else 0.0) + rng.gauss(0.0, 0.3)
         current = max(2.0, 6.0 + 0.3 * (15.0 - outdoor)) + rng.gauss(0.0, 0.2)
         cop = max(1.0, (3.0 + 0.08 * outdoor) * (0.5 if defrost else 1.0) + rng.gauss(0.0, 0.05))
+        vibration = state.vibration_base + 0.04 * (current - 6.0) + rng.gauss(0.0, 0.08)
         values = {
             "supply_temp": round(supply, 2),
             "outdoor_temp": round(outdoor, 2),
             "compressor_current": round(current, 2),
             "cop": round(cop, 2),
+            "vibration": round(vibration, 3),
             "defrost": defrost,
             "compressor_on": True,
         }
@@ -451,13 +624,31 @@ def heat_pump_compressor_failure(values: Values, elapsed_s: float, rng: random.R
         values["supply_temp"] = round(supply - min(10.0, 0.5 * elapsed_s / 60.0), 2)
 
 
+HEAT_PUMP_CURRENT_CEILING = 15.0  # A: a departing current stays under the overload threshold
+
+
+def heat_pump_current_departs(values: Values, departure: float) -> None:
+    """The compressor draws more than the outdoor temperature and its COP imply (a refrigerant
+    overcharge, a failing fan motor), yet never more than a cold night's current."""
+    current = values.get("compressor_current")
+    if values.get("compressor_on") is True and isinstance(current, float):
+        raised = min(current + departure, max(current, HEAT_PUMP_CURRENT_CEILING))
+        values["compressor_current"] = round(raised, 2)
+
+
 HEAT_PUMP: DeviceModel[HeatPumpState] = DeviceModel(
     name="heat_pump",
     product="heatpump-a7",
     firmwares=("2.0.3", "2.1.0"),
-    metrics=("supply_temp", "outdoor_temp", "compressor_current", "cop"),
+    metrics=("supply_temp", "outdoor_temp", "compressor_current", "cop", "vibration"),
     commands=frozenset({"reboot", "defrost"}),
-    tolerance={"supply_temp": 8.0, "outdoor_temp": 30.0, "compressor_current": 10.0, "cop": 1.5},
+    tolerance={
+        "supply_temp": 8.0,
+        "outdoor_temp": 30.0,
+        "compressor_current": 10.0,
+        "cop": 1.5,
+        "vibration": 6.0,
+    },
     stuck_impact_s=30 * 60.0,
     fixes={
         # An iced evaporator: efficiency and supply temperature sink until a defrost clears it.
@@ -468,6 +659,25 @@ HEAT_PUMP: DeviceModel[HeatPumpState] = DeviceModel(
         description="compressor failing: current spikes, COP collapses, supply cools",
         effect=heat_pump_compressor_failure,
         impact_s=20 * 60.0,
+    ),
+    wear=Wear(
+        part="compressor bearings",
+        metric="vibration",
+        rise=5.5,
+        failure_above=10.0,
+        effect=_vibration_wear(5.5),
+        failed=_vibration_failed,
+    ),
+    decorrelation=Decorrelation(
+        metric="compressor_current",
+        related=("outdoor_temp", "cop", "supply_temp"),
+        description=(
+            "the compressor draws more current than the outdoor temperature and its COP imply "
+            "(refrigerant overcharge, failing fan motor)"
+        ),
+        cap=2.5,
+        tolerance=2.0,
+        effect=heat_pump_current_departs,
     ),
     initial_state=heat_pump_initial,
     sample=heat_pump_sample,
@@ -492,6 +702,7 @@ class FreezerState:
     last: float | None = None
     usage: UsageProfile = UsageProfile.NORMAL
     defrost_until: float = 0.0
+    vibration_base: float = 0.9  # mm/s of this unit's healthy compressor
 
 
 def freezer_initial(rng: random.Random, utc_offset_h: float) -> FreezerState:
@@ -500,6 +711,7 @@ def freezer_initial(rng: random.Random, utc_offset_h: float) -> FreezerState:
         utc_offset_h=utc_offset_h,
         cabinet_temp=-18.0 + rng.uniform(-1.0, 1.0),
         compressor_on=rng.random() < 0.4,
+        vibration_base=rng.uniform(0.7, 1.1),
     )
 
 
@@ -528,7 +740,7 @@ def freezer_sample(
     """Advance the freezer to ``now``: duty-cycled compressor, door opened now and then by day.
 
     During a defrost cycle the compressor rests and a heater warms the evaporator (and a little
-    the cabinet).
+    the cabinet). A running compressor vibrates at 0.7-1.1 mm/s, a resting one not at all.
     """
     dt = _step(state.last, now)
     hour = local_hour(now, state.utc_offset_h)
@@ -554,11 +766,16 @@ def freezer_sample(
         power += 8.0  # the cabinet light
     if defrost:
         power += 120.0  # the defrost heater
+    if compressor_on:
+        vibration = state.vibration_base + rng.gauss(0.0, 0.05)
+    else:
+        vibration = 0.03 + abs(rng.gauss(0.0, 0.01))
     values: Values = {
         "cabinet_temp": round(cabinet, 2),
         "compressor_on": compressor_on,
         "door_open": door_open,
         "power_w": round(power, 1),
+        "vibration": round(vibration, 3),
         "defrost": defrost,
     }
     new_state = replace(
@@ -591,13 +808,21 @@ def freezer_cooling_failure(values: Values, elapsed_s: float, _rng: random.Rando
         values["cabinet_temp"] = round(cabinet + 0.4 * elapsed_s / 60.0, 2)
 
 
+def freezer_power_departs(values: Values, departure: float) -> None:
+    """The running compressor draws more power than the cooling it delivers implies (worn
+    valves, a condenser fan dragging): the cabinet cools as before, the bill grows."""
+    power = values.get("power_w")
+    if values.get("compressor_on") is True and isinstance(power, float):
+        values["power_w"] = round(power + departure, 1)
+
+
 FREEZER: DeviceModel[FreezerState] = DeviceModel(
     name="freezer",
     product="freezer-f3",
     firmwares=("3.2.0", "3.2.1"),
-    metrics=("cabinet_temp", "power_w"),
+    metrics=("cabinet_temp", "power_w", "vibration"),
     commands=frozenset({"reboot", "defrost"}),
-    tolerance={"cabinet_temp": 6.0, "power_w": 80.0},
+    tolerance={"cabinet_temp": 6.0, "power_w": 80.0, "vibration": 6.0},
     stuck_impact_s=45 * 60.0,
     fixes={
         # The cabinet warms: a door left ajar or a bad seal (the door switch may not notice).
@@ -609,12 +834,32 @@ FREEZER: DeviceModel[FreezerState] = DeviceModel(
                 "Leave 10 cm of free space around the back of the freezer for ventilation.",
                 "Do not load more than 5 kg of unfrozen food at once.",
             ),
+            keywords=(("door",), ("seal",)),
         ),
     },
     hardware=HardwareFailure(
         description="cooling failure: the compressor runs without a pause, the cabinet warms",
         effect=freezer_cooling_failure,
         impact_s=15 * 60.0,
+    ),
+    wear=Wear(
+        part="compressor",
+        metric="vibration",
+        rise=5.0,
+        failure_above=10.0,
+        effect=_vibration_wear(5.0),
+        failed=_vibration_failed,
+    ),
+    decorrelation=Decorrelation(
+        metric="power_w",
+        related=("compressor_on", "cabinet_temp"),
+        description=(
+            "the running compressor draws more power than its cooling implies (worn valves, "
+            "a dragging condenser fan)"
+        ),
+        cap=9.0,
+        tolerance=6.0,
+        effect=freezer_power_departs,
     ),
     initial_state=freezer_initial,
     sample=freezer_sample,

@@ -12,10 +12,12 @@ A scenario is YAML::
     faults:
       - device: sim-boiler-0001
         kind: drift         # drift | spike | stuck | dropout | offline | hardware
+                            # | decorrelate | wear
         metric: temperature # for drift, spike and stuck
         start: 5s           # after the fleet starts; default 0
         duration: 30s       # omitted = until fixed or until the fleet stops
-        params: {rate: 20}  # drift: rate (per minute); spike: magnitude, probability
+        params: {rate: 20}  # drift: rate (per minute); spike: magnitude, probability;
+                            # decorrelate: rate; wear: life (a time), worn (0..1)
         id: boiler-drift    # optional
       - device: sim-boiler-0004
         kind: drift
@@ -24,7 +26,18 @@ A scenario is YAML::
         customer_fix_after: 2m      # the customer fixes it (only for customer-fixable faults);
         customer_fix_from: notice   # counted from the daemon's first notice (default: start)
         customer_impact_after: 8m   # optional: overrides the model's estimate
+        customer_compliance: 0.5    # optional: overrides `compliance` for this customer
       - offline:sim-boiler-0004:start=15s:duration=15s   # the flag form works too
+    compliance: 0.8         # probability a guided customer follows steps that fit; default 1
+    history:                # past telemetry published before the live run (simulators.history)
+      duration: 12h
+      step: 30s             # default 30s, at most 60s
+      wear_runs: 6          # run-to-failure episodes in the past; default 0
+      wear_model: heat_pump # default: the model of the first wear fault
+      wear_life: 2h         # default: the life of that fault
+      repair_after: 30m     # default 30m
+      clean_tail: 2h        # no wear run in the last 2 h; default 2h
+      seed: 11              # default: the scenario's seed
     behaviours:             # per device: how it treats commands
       sim-boiler-0001: {answer_delay: 20s, rejects: [reboot], drop_commands: 0.5}
     usage:                  # per device: normal | unused | barely_used | misused
@@ -58,8 +71,9 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from daemon.core.durations import parse_duration
 from simulators.commands import Behaviour
-from simulators.faults import METRIC_KINDS, CustomerFixFrom, FaultKind, FaultSpec
+from simulators.faults import METRIC_KINDS, TIME_PARAMS, CustomerFixFrom, FaultKind, FaultSpec
 from simulators.fleet import FleetOptions, fault_problems, option_problems, plan_devices
+from simulators.history import HistoryOptions
 from simulators.models import UsageProfile, get_model
 
 
@@ -97,13 +111,16 @@ def parse_fault_flag(text: str) -> FaultSpec:
 
     Syntax: ``KIND:DEVICE[:METRIC][:KEY=VALUE]...``
 
-    - KIND: ``drift``, ``spike``, ``stuck`` (these need a METRIC), ``dropout``, ``offline``.
+    - KIND: ``drift``, ``spike``, ``stuck`` (these need a METRIC), ``dropout``, ``offline``,
+      ``hardware``, ``decorrelate``, ``wear``.
     - KEY=VALUE: ``start`` and ``duration`` are times (``30s``, ``5m``, ``1h``, ``1m30s``, bare
       seconds); start defaults to 0, no duration means until fixed or until the fleet stops;
       ``id`` names the fault; ``customer_fix_after`` (a time, or ``never``),
       ``customer_fix_from`` (``start`` or ``notice``) and ``customer_impact_after`` (a time) as
       in scenario files; the kind's parameters are numbers: ``rate`` for drift (units per
-      minute, default 1), ``magnitude`` (default 10) and ``probability`` (default 0.2) for spike.
+      minute, default 1), ``magnitude`` (default 10) and ``probability`` (default 0.2) for spike,
+      ``rate`` for decorrelate (default 0.5), ``life`` (a time, default 1h) and ``worn`` (the
+      fraction of the life already used, default 0) for wear.
 
     Examples::
 
@@ -113,6 +130,8 @@ def parse_fault_flag(text: str) -> FaultSpec:
         offline:sim-boiler-0004:start=15s:duration=20s
         drift:sim-boiler-0004:pressure:rate=-0.2:customer_fix_after=2m:customer_fix_from=notice
         hardware:sim-heat_pump-0005:start=1m
+        decorrelate:sim-boiler-0001:start=2m:rate=1
+        wear:sim-heat_pump-0002:life=2h:worn=0.9
 
     Device ids containing ``:`` cannot be written this way; use a scenario file. Raises
     ValueError saying what is wrong.
@@ -159,12 +178,12 @@ def _parse_flag(text: str) -> FaultSpec:
         raise ValueError(f"customer_fix_from must be start or notice, got {fix_from!r}")
     impact_text = options.pop("customer_impact_after", None)
     impact = None if impact_text is None else parse_seconds(impact_text)
-    params = {}
-    for key, value in options.items():
-        try:
-            params[key] = float(value)
-        except ValueError:
-            raise ValueError(f"{key} must be a number, got {value!r}") from None
+    compliance_text = options.pop("customer_compliance", None)
+    compliance = None if compliance_text is None else _float("customer_compliance", compliance_text)
+    params = {
+        key: parse_seconds(value) if key in TIME_PARAMS else _float(key, value)
+        for key, value in options.items()
+    }
     metric = positional[2] if len(positional) == 3 else None
     return FaultSpec(
         positional[1],
@@ -177,12 +196,29 @@ def _parse_flag(text: str) -> FaultSpec:
         customer_fix_after=fix_after,
         customer_fix_from="notice" if fix_from == "notice" else "start",
         customer_impact_after=impact,
+        customer_compliance=compliance,
     )
+
+
+def _float(key: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+
+
+def _param(value: object) -> object:
+    """Return a fault parameter: a number, or a time such as ``2h`` in seconds."""
+    if isinstance(value, str):
+        return parse_seconds(value)
+    return _number(value)
 
 
 Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 SecondsOrNever = Annotated[float | None, BeforeValidator(_seconds_or_never)]
 Number = Annotated[float, BeforeValidator(_number)]
+Param = Annotated[float, BeforeValidator(_param)]
+Probability = Annotated[Number, Field(ge=0, le=1)]
 
 
 class _FaultEntry(BaseModel):
@@ -193,11 +229,12 @@ class _FaultEntry(BaseModel):
     metric: str | None = None
     start: Seconds = 0.0
     duration: Seconds | None = None
-    params: dict[str, Number] = Field(default_factory=dict)
+    params: dict[str, Param] = Field(default_factory=dict)
     id: str | None = None
     customer_fix_after: SecondsOrNever = None
     customer_fix_from: CustomerFixFrom = "start"
     customer_impact_after: Seconds | None = None
+    customer_compliance: Probability | None = None
 
     def to_spec(self) -> FaultSpec:
         return FaultSpec(
@@ -211,6 +248,7 @@ class _FaultEntry(BaseModel):
             customer_fix_after=self.customer_fix_after,
             customer_fix_from=self.customer_fix_from,
             customer_impact_after=self.customer_impact_after,
+            customer_compliance=self.customer_compliance,
         )
 
     @model_validator(mode="after")
@@ -250,6 +288,36 @@ def _check_model(name: str) -> str:
     return name
 
 
+class _HistoryEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    duration: Annotated[Seconds, Field(gt=0)]
+    step: Annotated[Seconds, Field(gt=0, le=60)] = 30.0
+    wear_runs: Annotated[int, Field(ge=0, le=10_000, strict=True)] = 0
+    wear_model: Annotated[str, AfterValidator(_check_model)] | None = None
+    wear_life: Annotated[Seconds, Field(gt=0)] | None = None
+    repair_after: Annotated[Seconds, Field(ge=0)] = 1800.0
+    clean_tail: Annotated[Seconds, Field(ge=0)] = 7200.0
+    seed: Annotated[int, Field(strict=True)] | None = None
+
+    def to_options(self) -> HistoryOptions:
+        return HistoryOptions(
+            duration=self.duration,
+            step=self.step,
+            wear_runs=self.wear_runs,
+            wear_model=self.wear_model,
+            wear_life=self.wear_life,
+            repair_after=self.repair_after,
+            clean_tail=self.clean_tail,
+            seed=self.seed,
+        )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        self.to_options()  # the options' own checks, reported at this entry
+        return self
+
+
 class _ScenarioFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -266,6 +334,8 @@ class _ScenarioFile(BaseModel):
     behaviours: dict[str, _BehaviourEntry] = Field(default_factory=dict)
     usage: dict[str, UsageProfile] = Field(default_factory=dict)
     profiles: dict[UsageProfile, Annotated[Number, Field(ge=0)]] = Field(default_factory=dict)
+    compliance: Probability = 1.0
+    history: _HistoryEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +353,8 @@ class Scenario:
     behaviours: Mapping[str, Behaviour] = field(default_factory=dict)
     usage: Mapping[str, UsageProfile] = field(default_factory=dict)
     profiles: Mapping[UsageProfile, float] = field(default_factory=dict)
+    compliance: float = 1.0
+    history: HistoryOptions | None = None
 
     def options(self, base: FleetOptions | None = None) -> FleetOptions:
         """Return ``base`` (default options if None) with this scenario's fleet and faults."""
@@ -299,6 +371,8 @@ class Scenario:
             behaviours=self.behaviours or base.behaviours,
             usage=self.usage or base.usage,
             profiles=self.profiles or base.profiles,
+            compliance=self.compliance,
+            history=self.history if self.history is not None else base.history,
         )
 
 
@@ -344,6 +418,8 @@ def load_scenario(path: Path) -> Scenario:
         behaviours={d: b.to_behaviour() for d, b in parsed.behaviours.items()},
         usage=dict(parsed.usage),
         profiles=dict(parsed.profiles),
+        compliance=parsed.compliance,
+        history=parsed.history.to_options() if parsed.history is not None else None,
     )
     options = scenario.options()
     identities = plan_devices(options)

@@ -203,7 +203,11 @@ def test_fix_json_forms() -> None:
         "method": "reboot",
         "params": {},
     }
-    assert Fix("customer", steps=("a", "b")).as_json() == {"type": "customer", "steps": ["a", "b"]}
+    assert Fix("customer", steps=("a", "b"), keywords=(("a",),)).as_json() == {
+        "type": "customer",
+        "steps": ["a", "b"],
+        "keywords": [["a"]],
+    }
     assert Fix("none").as_json() == {"type": "none"}
     power = Fix("command", "reduce_power", {"percent": 30}, requires={"percent": (20.0, 100.0)})
     assert power.as_json() == {

@@ -47,6 +47,12 @@ FAULTS: dict[str, tuple[DeviceModel[Any], FaultKind, str | None, float | None]] 
     "freezer spikes": (FREEZER, FaultKind.SPIKE, "power_w", None),
     "freezer cooling failure": (FREEZER, FaultKind.HARDWARE, None, None),
     "freezer offline": (FREEZER, FaultKind.OFFLINE, None, None),
+    "boiler return decorrelated": (BOILER, FaultKind.DECORRELATE, None, 1.0),
+    "heat pump current decorrelated": (HEAT_PUMP, FaultKind.DECORRELATE, None, 0.3),
+    "freezer power decorrelated": (FREEZER, FaultKind.DECORRELATE, None, 1.0),
+    "boiler igniter wearing": (BOILER, FaultKind.WEAR, None, None),
+    "heat pump compressor wearing": (HEAT_PUMP, FaultKind.WEAR, None, None),
+    "freezer compressor wearing": (FREEZER, FaultKind.WEAR, None, None),
 }
 
 # Per model: label -> (method, params); every command the model accepts, with parameter variants.

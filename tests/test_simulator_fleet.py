@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from simulators.commands import Behaviour
+from simulators.customers import Notice
 from simulators.device import Broker, FleetStats, SimDevice
 from simulators.faults import FaultKind, FaultSpec
 from simulators.fleet import (
@@ -208,6 +209,14 @@ def test_fault_schedule_orders_starts_ends_and_customer_fixes() -> None:
     ]  # fmt: skip
 
 
+DOOR_STEPS = Notice(
+    "guidance",
+    "We noticed a problem",
+    ("Close the door firmly.", "Check that the door seal is clean."),
+    "FreezerWarming",
+)
+
+
 class FakeTimers:
     """Collects scheduled callbacks instead of running them later."""
 
@@ -252,18 +261,20 @@ def test_guided_customer_fixes_after_the_first_notice(tmp_path: Path) -> None:
         )
         two.start_fault("door2", by_itself, t0)
         customers = Customers(devices, log, timers)
-        assert customers.notice("sim-freezer-0002", t0 + 10) == []  # acts on its own clock
-        assert customers.notice("unknown-device", t0 + 10) == []
-        assert customers.notice("sim-freezer-0001", t0 + 20) == [("door", t0 + 110)]
-        assert customers.notice("sim-freezer-0001", t0 + 30) == []  # the clock runs once
+        assert customers.notice("sim-freezer-0002", t0 + 10, DOOR_STEPS) == []  # on their own
+        assert customers.notice("unknown-device", t0 + 10, DOOR_STEPS) == []
+        assert customers.notice("sim-freezer-0001", t0 + 20, DOOR_STEPS) == [("door", t0 + 110)]
+        assert customers.notice("sim-freezer-0001", t0 + 30, DOOR_STEPS) == []  # it runs once
         assert [delay for delay, _ in timers.calls] == [90.0]
         timers.calls[0][1]()  # 90 s later
         customers.cancel()
     assert [f.fault_id for f in one.faults] == ["stuck"]
     assert timers.cancelled == 1
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
-    guided_line = next(x for x in lines if x["event"] == "customer_guided")
+    guided_line = next(x for x in lines if x["event"] == "customer_guided" and x["acts_at"])
     assert (guided_line["fault_id"], guided_line["device"]) == ("door", "sim-freezer-0001")
+    assert guided_line["steps_matched"] is True
+    assert guided_line["complied"] is True
     ended = [x for x in lines if x["event"] == "fault_ended"]
     assert [(x["fault_id"], x["reason"]) for x in ended] == [("door", "customer")]
     started = [x for x in lines if x["event"] == "fault_started"]

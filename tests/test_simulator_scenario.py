@@ -124,7 +124,7 @@ def test_parse_fault_flag_rejects_bad_input(flag: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("name", "kinds"),
     [
-        ("demo", set(FaultKind) - {FaultKind.HARDWARE}),
+        ("demo", set(FaultKind) - {FaultKind.HARDWARE, FaultKind.DECORRELATE, FaultKind.WEAR}),
         ("basic", set(FaultKind)),
         ("service", set(FaultKind)),
     ],
@@ -201,8 +201,8 @@ BAD_FILES = [
     (
         "faults:\n  - device: sim-boiler-0001\n    kind: melt\n    metric: temperature\n",
         3,
-        "faults.0.kind: Input should be 'drift', 'spike', 'stuck', 'dropout', 'offline' or "
-        "'hardware'",
+        "faults.0.kind: Input should be 'drift', 'spike', 'stuck', 'dropout', 'offline', "
+        "'hardware', 'decorrelate' or 'wear'",
     ),
     (
         "faults:\n  - device: sim-boiler-0001\n    kind: drift\n",

@@ -45,6 +45,14 @@ def run(ctx: click.Context) -> None:
 @click.option("--ground-truth", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--duration", type=DURATION, default=None, help="Stop after this long.")
 @click.option("--seed", type=int, default=None, help="Random seed [scenario's, or 0].")
+@click.option(
+    "--history",
+    "history_mode",
+    type=click.Choice(["before", "only", "skip"]),
+    default=None,
+    help="The scenario's past telemetry: publish it before the live run [before], only it, "
+    "or skip it.",
+)
 @click.pass_context
 def simulate(
     ctx: click.Context,
@@ -55,6 +63,7 @@ def simulate(
     ground_truth: Path | None,
     duration: float | None,
     seed: int | None,
+    history_mode: str | None,
 ) -> None:
     """Drive a simulated fleet against the configured broker (docs/simulators.md)."""
     from daemon.demo import fleet_options, run_fleet
@@ -70,9 +79,10 @@ def simulate(
             ground_truth=ground_truth,
             duration=duration,
             seed=seed,
+            history_mode=history_mode,
         )
         asyncio.run(run_fleet(options, _demo_console()))
-    except ValueError as exc:  # bad flags, scenario or fault targets
+    except (ValueError, ConnectionError) as exc:  # bad flags, scenario, targets; no broker
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
         pass
