@@ -47,7 +47,7 @@ def test_check_reports_service_file_problems_with_position(tmp_path: Path) -> No
     assert result.stdout.splitlines() == [
         f"{routing}:2:5: queues.0.skill: required key missing",
         f"{routing}:2:14: queues.0.match.catgory: unknown match key (expected one of: alert, "
-        "category, severity, tier, kind)",
+        "category, severity, tier, kind, remediation, impact_within)",
         f"{customers}:1:1: customers: looks like a wrapping key: the file maps customer ids "
         "straight to their details (remove `customers:` and unindent what it holds)",
         "OK: 1 file(s), 1 group(s), 1 rule(s)",

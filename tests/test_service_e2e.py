@@ -30,7 +30,9 @@ EXPECTED_SKILL = {
 def test_service_loop_against_ground_truth(tmp_path: Path) -> None:
     """Test acceptance 1 of the actions issue on 21 devices and 7 faults."""
     require_binary("mosquitto")
-    args = so.parse_args(["--scenario", str(SCENARIO), "--settle", "20"])
+    args = so.parse_args(
+        ["--scenario", str(SCENARIO), "--settle", "20", "--rules", str(so.RULES), "--no-models"]
+    )
     report, _ = asyncio.run(so.run(args, tmp_path))
     summary = "\n".join(so.details(report))
     by_id = {s.fault.fault_id: s for s in report.faults}

@@ -78,7 +78,8 @@ def test_routing_loads_every_part(tmp_path: Path) -> None:
         ),
         (
             "queues:\n  - {match: {}, queue: q, skill: s, prio: 1}\n",
-            "routing.yaml:2:37: queues.0.prio: unknown key (expected one of: match, queue, skill)",
+            "routing.yaml:2:37: queues.0.prio: unknown key (expected one of: match, queue, skill, "
+            "priority, safety_steps)",
         ),
         (
             "queues:\n  - {match: {}, queue: q}\n",

@@ -179,18 +179,144 @@ def test_score_joins_truth_and_actions() -> None:
     assert rows["duplicate tickets"] == "1"
 
 
-def test_docs_table_is_replaced_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Test that a second run replaces the table instead of appending another."""
+def test_docs_table_keeps_one_column_per_rule_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test that a run replaces its own column in place and keeps the other rule set's."""
     doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\nintro\n", encoding="utf-8")
+    old_format = f"{so.BEGIN}\n\n| outcome | figure |\n|---|---|\n| a | 0 |\n\n{so.END}"
+    doc.write_text(f"# Benchmarks\n\nintro\n\n{old_format}\n\nafter\n", encoding="utf-8")
     monkeypatch.setattr(so, "DOCS", doc)
-    so.write_docs(so.markdown([("a", "1")], "cmd", "setup"))
-    so.write_docs(so.markdown([("a", "2")], "cmd", "setup"))
+    so.write_docs(so.Column("rules/", "cmd one", "setup one", {"a": "1", "b": "2"}))
+    so.write_docs(so.Column("bench/", "cmd two", "setup two", {"a": "3", "c": "4"}))
+    so.write_docs(so.Column("rules/", "cmd one", "setup one", {"a": "5", "b": "6"}))
     text = doc.read_text(encoding="utf-8")
     assert text.count(so.BEGIN) == 1
-    assert "| a | 2 |" in text
-    assert "| a | 1 |" not in text
+    assert "| figure |" not in text  # the older single-column table is gone
+    assert "| outcome | rules/ | bench/ |" in text
+    assert "| a | 5 | 3 |" in text
+    assert "| b | 6 | — |" in text
+    assert "| c | — | 4 |" in text
+    assert "- **bench/**: `cmd two` (setup two)." in text
     assert text.startswith("# Benchmarks\n\nintro\n")
+    assert text.endswith("after\n")
+    columns = so.parse_columns(text)
+    assert [(c.label, c.command, c.values) for c in columns] == [
+        ("rules/", "cmd one", {"a": "5", "b": "6"}),
+        ("bench/", "cmd two", {"a": "3", "c": "4"}),
+    ]
+
+
+def impacted(fault_id: str, device: str, kind: str, at: int, impact: int) -> dict[str, Any]:
+    line = started(fault_id, device, kind, {"type": "none"}, at)
+    line["customer_impact_at"] = iso(impact)
+    return line
+
+
+def firing(device: str, alert: str, at: int, category: str = "heating") -> dict[str, Any]:
+    return {"device": device, "alert": alert, "at_ms": at, "labels": {"category": category}}
+
+
+def test_detection_before_the_impact_and_the_lead_time() -> None:
+    """Test that only a detection before customer_impact_at counts early, with its lead."""
+    truth = [
+        impacted("early", "d1", "decorrelate", T0, T0 + 600_000),
+        impacted("late", "d2", "wear", T0, T0 + 60_000),
+        impacted("missed", "d3", "drift", T0, T0 + 300_000),
+        started("no-impact", "d4", "spike", {"type": "none"}, T0),
+    ]
+    faults, usage = so.read_truth(truth, {})
+    outcome = so.Outcome(
+        firings=[
+            firing("d1", "BoilerAnomaly", T0 + 240_000),  # 360 s before the impact
+            firing("d2", "CompressorFailed", T0 + 90_000),  # 30 s after the failure
+            firing("d4", "Noisy", T0 + 10_000),
+        ],
+        remediations=[],
+        tickets=[],
+        notices=[],
+    )
+    report = so.score(faults, usage, outcome, T0 + 900_000, ROSTER)
+    by_id = {s.fault.fault_id: s for s in report.faults}
+    assert by_id["early"].lead_ms == 360_000
+    assert by_id["late"].detected_ms is not None
+    assert by_id["late"].lead_ms is None
+    assert by_id["missed"].lead_ms is None
+    assert by_id["no-impact"].lead_ms is None
+    rows = dict(so.table(report))
+    assert rows["faults detected"] == "3/4 (75 %)"
+    assert rows["faults detected before the customer-visible impact"] == "1/3 (33 %)"
+    assert rows["lead time before the impact, median / shortest"] == "360 s / 360 s"
+    assert rows["detected: decorrelate (no rule targets it)"] == "1/1 (100 %), 1/1 before impact"
+    assert rows["detected: wear (no rule targets it)"] == "1/1 (100 %), 0/1 before impact"
+    assert rows["detected: drift"] == "0/1 (0 %), 0/1 before impact"
+    assert rows["detected: spike"] == "1/1 (100 %)"
+    # Faults no rule targets need a technician: one ticket each is the target.
+    assert {s.fault.klass for s in report.faults if s.fault.kind in so.MODEL_KINDS} == {
+        "technician"
+    }
+
+
+def test_false_alerts_per_thousand_device_hours() -> None:
+    """Test that firings with no fault active (nor just ended) count, advisories do not."""
+    truth = [{"event": "usage_profile", "device": d, "profile": "normal"} for d in ("d1", "d2")]
+    truth += [
+        started("f", "d1", "stuck", {"type": "command", "method": "reboot"}, T0 + 60_000),
+        ended("f", T0 + 120_000, "command:reboot"),
+    ]
+    faults, usage = so.read_truth(truth, {})
+    grace = int(so.ATTRIBUTION_S * 1000)
+    outcome = so.Outcome(
+        firings=[
+            firing("d1", "Stuck", T0 + 70_000, "sensor"),  # the fault's
+            firing("d1", "Stuck", T0 + 120_000 + grace - 1, "sensor"),  # its verification
+            firing("d1", "Stuck", T0 + 120_000 + grace + 1, "sensor"),  # false: long after
+            firing("d2", "Hot", T0 + 30_000),  # false: nothing ever wrong on d2
+            firing("d2", "NotUsed", T0 + 40_000, "usage"),  # an advisory: not an alert
+        ],
+        remediations=[],
+        tickets=[],
+        notices=[],
+    )
+    report = so.score(faults, usage, outcome, T0 + 3_600_000, ROSTER, run_start_ms=T0)
+    assert [(e["device"], e["at_ms"]) for e in report.false_alerts] == [
+        ("d1", T0 + 120_000 + grace + 1),
+        ("d2", T0 + 30_000),
+    ]
+    assert report.device_hours == pytest.approx(2.0)
+    rows = dict(so.table(report))
+    key = "false alerts (firing, no fault on the device) per 1,000 device-hours"
+    assert rows[key] == "1000 (2 in 2.0 device-hours)"
+
+
+def test_history_faults_are_not_the_live_runs() -> None:
+    """Test that the backfill's wear runs (history: true) are left out of the scoring."""
+    past = impacted("history-wear-1", "d1", "wear", T0 - 7_200_000, T0 - 3_600_000)
+    past["history"] = True
+    gone = ended("history-wear-1", T0 - 1_800_000, "repaired")
+    gone["history"] = True
+    faults, _ = so.read_truth([past, gone, impacted("live", "d1", "wear", T0, T0 + 1)], {})
+    assert [f.fault_id for f in faults] == ["live"]
+
+
+def test_guidance_whose_steps_fit_the_fault() -> None:
+    """Test the customers' side: what they received, whether the steps fit, who complied."""
+    lines = [
+        {"event": "customer_guided", "fault_id": "leak", "device": "d1", "alert": "Low",
+         "steps_matched": True, "complied": True, "why": "the customer follows the steps"},
+        {"event": "customer_guided", "fault_id": "ignition", "device": "d2", "alert": "Cold",
+         "steps_matched": False, "complied": None, "why": "no steps fix this hardware fault"},
+        {"event": "customer_guided", "fault_id": None, "device": "d3", "alert": "Cold",
+         "steps_matched": False, "complied": None, "why": "no fault on the device"},
+    ]  # fmt: skip
+    guidance = so.read_guidance(lines)
+    assert [g["fault_id"] for g in guidance] == ["leak", "ignition"]
+    report = so.score([], {}, so.Outcome([], [], [], []), T0, ROSTER, guidance=guidance)
+    rows = dict(so.table(report))
+    assert rows["guidance that reached a faulty device with steps that fit its fault"] == (
+        "1/2 (50 %)"
+    )
+    assert any("steps fit=n" in line for line in so.details(report))
 
 
 def test_a_connectivity_alert_answers_the_offline_fault_of_a_device_with_two() -> None:

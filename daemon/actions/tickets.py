@@ -2,9 +2,15 @@
 
 The decisions are the pure functions of `daemon.core.tickets`; this desk keeps the open tickets,
 builds each ticket's context (live device state, telemetry around the onset, the rule and values
-that fired it, the remediation log, the customer, the runbook) and records every change in the
-round's work. "Healthy since" (the quiet period before a ticket resolves itself) is a pending
-decision persisted with the rest (key `healthy:<alert key>`).
+that fired it, the remediation log, the customer, the runbook, the urgency) and records every
+change in the round's work. "Healthy since" (the quiet period before a ticket resolves itself) is
+a pending decision persisted with the rest (key `healthy:<alert key>`).
+
+Urgency follows the prediction: on every tick, an open fault ticket is routed again on the
+alert's predicted time to customer impact and on what remediation achieved
+(`daemon.core.urgency`); it moves when that route is more urgent, and the customer gets the
+rule's safety steps when the route says so. Both facts are derived from persisted state (alert
+states, remediation logs, the ticket), so a crash between a change and the move only delays it.
 """
 
 from __future__ import annotations
@@ -16,20 +22,31 @@ from typing import Any
 
 from daemon.actions.work import Work, iso
 from daemon.config import ActionsSettings
-from daemon.core.alerts import AlertState
+from daemon.core.alerts import AlertState, Phase
 from daemon.core.expr import referenced_metrics
 from daemon.core.rulefmt import Rule
 from daemon.core.tickets import (
+    Routing,
     Ticket,
     acknowledge,
     assign,
     comment,
+    decide,
     escalate_due,
     open_ticket,
+    reroute,
     resolve,
+    routing_facts,
     update,
 )
 from daemon.core.twin import Twins
+from daemon.core.urgency import (
+    format_impact,
+    impact_left,
+    prediction_moved,
+    remediation_outcome,
+    urgency_context,
+)
 from daemon.metrics import Metrics
 from daemon.ports import RuleLookup, SeriesStore, ServiceFiles
 from daemon.resilience import StoreHealth, persist
@@ -120,12 +137,9 @@ class TicketDesk:
         twin = self._twins.get(state.device)
         customer_id = str(twin.meta.get("customer", "")) if twin else ""
         customer = self._files.customer(customer_id) if customer_id else None
-        tier = (
-            str(customer.get("tier", "standard"))
-            if customer
-            else _label(twin.meta if twin else {}, "tier")
-        )
+        tier = self._tier(state.device)
         context = await self._context(state, rule, customer_id, customer, now)
+        outcome, impact, context["urgency"] = self._urgency(key, state, rule, now)
         summary = state.annotations.get("summary") or f"{state.alert} on {state.device}"
         if kind == "approval":
             summary = f"Approval needed: {summary}"
@@ -143,13 +157,46 @@ class TicketDesk:
             load=self._load(),
             now_ms=now,
             reason=reason,
+            remediation=outcome,
+            impact_s=impact,
         )
         if ticket.id in self.tickets:  # the same episode already has its ticket
             return self.tickets[ticket.id]
         self.store(ticket, event, work)
         self._metrics.tickets_opened.labels(kind).inc()
         log.info("ticket %s opened for %s on %s: %s", ticket.id, state.alert, state.device, reason)
+        routing = self._files.routing()
+        if ticket.routed_by is not None and routing.rules[ticket.routed_by].safety_steps:
+            ticket = self._send_safety(ticket, rule, impact, now, work)
         return ticket
+
+    def _tier(self, device: str) -> str:
+        """The customer's tier from the customers file, else the device meta `labels.tier`."""
+        twin = self._twins.get(device)
+        customer_id = str(twin.meta.get("customer", "")) if twin else ""
+        customer = self._files.customer(customer_id) if customer_id else None
+        if customer:
+            return str(customer.get("tier", "standard"))
+        return _label(twin.meta if twin else {}, "tier")
+
+    def _urgency(
+        self, key: str, state: AlertState | None, rule: Rule, now: int
+    ) -> tuple[str, float | None, dict[str, Any]]:
+        """What remediation achieved, the seconds left until customer impact (None: no
+        prediction) and the ticket's `context.urgency` that says both."""
+        outcome, detail = remediation_outcome(self._remediation_log(key))
+        active = state is not None and state.phase in {Phase.PENDING, Phase.FIRING}
+        impact_s = state.impact_s if state is not None and active else None
+        at = state.last_eval_ms if state is not None and active else None
+        context = urgency_context(
+            impact_expr=rule.impact_text,
+            impact_s=impact_s,
+            predicted_at_ms=at,
+            outcome=outcome,
+            detail=detail,
+            now_ms=now,
+        )
+        return outcome, impact_left(impact_s, at, now), context
 
     async def _context(
         self,
@@ -163,7 +210,8 @@ class TicketDesk:
         onset = state.active_since_ms or state.fired_at_ms or now
         half = int(self.settings.context_window * 500)
         telemetry: dict[str, list[list[float]]] = {}
-        for metric in referenced_metrics(rule.expr):
+        metrics = {m: 0.0 for node in rule.expressions() for m in referenced_metrics(node)}
+        for metric in metrics:
             points = await persist(
                 lambda metric=metric: self._series.query_range(  # type: ignore[misc]
                     state.device, metric, onset - half, now
@@ -238,8 +286,88 @@ class TicketDesk:
             ticket, event = resolve(ticket, "frontline", reason, now)
             self.store(ticket, event, work)
 
+    def follow_urgency(self, now: int, work: Work) -> None:
+        """Route open fault tickets again as the prediction and the remediation outcome change.
+
+        The ticket's `context.urgency` is rewritten when the outcome changes or the predicted
+        moment moves noticeably, not at every evaluation; a move is a `rerouted` event.
+        """
+        routing = self._files.routing()
+        for ticket in list(self.tickets.values()):
+            if not ticket.open or ticket.kind != "fault":
+                continue
+            state = self._rules.states.get(ticket.key)
+            rule = self._rules.rule_for(state.group, state.alert) if state else None
+            if rule is None:
+                continue  # the alert is long gone: the ticket resolves by itself
+            self._follow(ticket, state, rule, routing, now, work)
+
+    def _follow(
+        self,
+        ticket: Ticket,
+        state: AlertState | None,
+        rule: Rule,
+        routing: Routing,
+        now: int,
+        work: Work,
+    ) -> None:
+        outcome, impact, urgency = self._urgency(ticket.key, state, rule, now)
+        old: Mapping[str, Any] = ticket.context.get("urgency") or {}
+        changed = (
+            old.get("remediation") != outcome
+            or old.get("remediation_detail") != urgency["remediation_detail"]
+            or prediction_moved(old.get("impact_at_ms"), urgency["impact_at_ms"], now)
+        )
+        current = ticket
+        if changed:
+            kept = {k: v for k, v in old.items() if k.startswith("safety")}
+            current = replace(ticket, context={**ticket.context, "urgency": {**urgency, **kept}})
+        labels = {"category": ticket.category, "severity": ticket.severity}
+        facts = routing_facts(ticket.alert, ticket.kind, labels, self._tier(ticket.device), outcome)
+        decision = decide(routing, facts, impact)
+        why = f"remediation {outcome}, customer impact {format_impact(impact)}"
+        current, event = reroute(current, decision, len(routing.rules), now, why)
+        if event is not None:
+            self.store(current, event, work)
+            log.info("ticket %s %s", current.id, event["detail"])
+            if decision.safety_steps:
+                self._send_safety(current, rule, impact, now, work)
+        elif current != ticket:
+            self.tickets[current.id] = current
+            work.tickets[current.id] = current
+
+    def _send_safety(
+        self, ticket: Ticket, rule: Rule, impact: float | None, now: int, work: Work
+    ) -> Ticket:
+        """Send the customer the rule's safety steps, once per ticket, and note it on it."""
+        urgency: Mapping[str, Any] = ticket.context.get("urgency") or {}
+        if urgency.get("safety_sent_at"):
+            return ticket
+        if rule.safety is None:
+            detail = f"the route asks for safety steps but {rule.alert} has no `safety:` file"
+            ticket, event = update(ticket, now, detail)
+            self.store(ticket, event, work)
+            return ticket
+        steps = self._files.steps(rule.file, rule.safety)
+        when = format_impact(impact)
+        if impact is None:
+            expect = ""
+        elif when == "now":
+            expect = "This is likely affecting you now. "
+        else:
+            expect = f"We expect it to affect you {when}. "
+        message = f"{expect}A technician has been asked to help. Until then, for your safety:"
+        title = f"Important: {ticket.summary}"
+        work.notice(ticket.device, "safety", title, message, steps, ticket.alert, now)
+        sent = {**urgency, "safety_sent_at": iso(now), "safety_steps": steps}
+        detail = f"safety steps sent to the customer ({rule.safety})"
+        ticket, event = update(ticket, now, detail, context={"urgency": sent})
+        self.store(ticket, event, work)
+        return ticket
+
     def tick(self, now: int, firing: Callable[[str], bool], work: Work) -> None:
-        """Escalate what waits too long; resolve what stayed healthy for the quiet period."""
+        """Follow urgency; escalate what waits too long; resolve what stayed healthy."""
+        self.follow_urgency(now, work)
         quiet = int(self.settings.quiet_period * 1000)
         load = self._load()
         for current in list(self.tickets.values()):

@@ -2,6 +2,11 @@
 
 `routing.yaml` (docs/tickets.md):
     queues:
+      - match: {remediation: "refused|failed", impact_within: 1h}
+        queue: field-service
+        skill: heating
+        priority: P1
+        safety_steps: true
       - {match: {category: heating, severity: "critical|major"}, queue: heating-l2, skill: heating}
       - {match: {kind: advisory}, queue: customer-success, skill: customer-success}
     default: {queue: service, skill: general}
@@ -26,9 +31,9 @@ import logging
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from daemon.adapters.yaml_source import (
     Loc,
@@ -38,15 +43,19 @@ from daemon.adapters.yaml_source import (
     validation_problems,
 )
 from daemon.config import ActionsSettings, Seconds
+from daemon.core.durations import parse_duration
 from daemon.core.tickets import Agent, EscalationStep, Routing, RoutingRule
+from daemon.core.urgency import OUTCOMES
 from daemon.errors import ConfigInvalid, ConfigProblem
 
 log = logging.getLogger(__name__)
 
 #: the facts a ticket is routed on (daemon.core.tickets.open_ticket); any other key never matches
-MATCH_KEYS = ("alert", "category", "severity", "tier", "kind")
+MATCH_KEYS = ("alert", "category", "severity", "tier", "kind", "remediation", "impact_within")
 #: the values of `kind`: fault tickets, approval tickets (a command waits for an agent), advisories
 TICKET_KINDS = ("fault", "approval", "advisory")
+#: keys whose patterns must match one of a fixed set of values, else the rule could never match
+_CLOSED_KEYS = {"kind": ("ticket kind", TICKET_KINDS), "remediation": ("outcome", OUTCOMES)}
 DEFAULT_ROUTING: Path | None = ActionsSettings.model_fields["routing"].default
 DEFAULT_CUSTOMERS: Path | None = ActionsSettings.model_fields["customers"].default
 
@@ -59,6 +68,23 @@ class _Queue(_Model):
     match: dict[str, str] = Field(default_factory=dict)
     queue: str = Field(min_length=1)
     skill: str = Field(min_length=1)
+    #: the ticket's priority when this rule decides (default: from the alert's severity)
+    priority: Literal["P1", "P2", "P3", "P4"] | None = None
+    #: send the customer the rule's `safety` steps when this rule decides
+    safety_steps: bool = False
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _seconds_as_text(cls, value: object) -> object:
+        """`impact_within: 3600` is seconds, like every duration in the operator's files."""
+        within = value.get("impact_within") if isinstance(value, dict) else None
+        if (
+            isinstance(value, dict)
+            and isinstance(within, int | float)
+            and not isinstance(within, bool)
+        ):
+            return {**value, "impact_within": str(within)}
+        return value
 
 
 class _Default(_Model):
@@ -115,12 +141,17 @@ def _check_queues(data: dict[str, Any], source: YamlSource) -> list[ConfigProble
             if key not in MATCH_KEYS:
                 message = f"unknown match key (expected one of: {', '.join(MATCH_KEYS)})"
                 problems.append(source.problem(loc, message, key=True))
-            elif key == "kind" and not any(
-                fnmatchcase(kind, p.strip())
+            elif key == "impact_within":
+                wrong = _within_problem(pattern)
+                if wrong:
+                    problems.append(source.problem(loc, wrong))
+            elif key in _CLOSED_KEYS and not any(
+                fnmatchcase(value, p.strip())
                 for p in str(pattern).split("|")
-                for kind in TICKET_KINDS
+                for value in _CLOSED_KEYS[key][1]
             ):
-                message = f"matches no ticket kind (the kinds are {', '.join(TICKET_KINDS)})"
+                what, values = _CLOSED_KEYS[key]
+                message = f"matches no {what} (the {what}s are {', '.join(values)})"
                 problems.append(source.problem(loc, message))
     agents = data.get("agents")
     seen: set[str] = set()
@@ -132,6 +163,30 @@ def _check_queues(data: dict[str, Any], source: YamlSource) -> list[ConfigProble
             )
         seen.add(str(agent_id))
     return problems
+
+
+def _within_problem(pattern: object) -> str | None:
+    """What is wrong with an `impact_within` value: it is one duration, not a pattern."""
+    if isinstance(pattern, bool) or not isinstance(pattern, str | int | float):
+        return None  # the model reports the type
+    try:
+        seconds = parse_duration(pattern)
+    except ValueError as exc:
+        return str(exc)
+    return None if seconds > 0 else "impact_within must be longer than 0s"
+
+
+def _rule(queue: _Queue) -> RoutingRule:
+    match = {k: v for k, v in queue.match.items() if k != "impact_within"}
+    within = queue.match.get("impact_within")
+    return RoutingRule(
+        match,
+        queue.queue,
+        queue.skill,
+        impact_within_s=None if within is None else parse_duration(within),
+        priority=queue.priority,
+        safety_steps=queue.safety_steps,
+    )
 
 
 def read_routing(path: Path) -> tuple[Routing, list[ConfigProblem]]:
@@ -149,7 +204,7 @@ def read_routing(path: Path) -> tuple[Routing, list[ConfigProblem]]:
         return Routing(), problems
     steps = (EscalationStep(int(s.after * 1000), s.level, s.queue) for s in data.escalation)
     routing = Routing(
-        rules=tuple(RoutingRule(q.match, q.queue, q.skill) for q in data.queues),
+        rules=tuple(_rule(q) for q in data.queues),
         escalation=tuple(sorted(steps, key=lambda s: s.level)),
         agents=tuple(
             Agent(a.id, a.name or a.id, frozenset(a.skills), a.capacity, a.level)

@@ -85,6 +85,9 @@ def tickets_show(ctx: click.Context, ticket_id: str, as_json: bool) -> None:
         f"queue {ticket.queue}, skill {ticket.skill}, assignee {ticket.assignee or '-'}, "
         f"level {ticket.level}, category {ticket.category}"
     )
+    urgency = c.get("urgency") or {}
+    if urgency.get("text"):
+        say(f"urgency: {urgency['text']}")
     device = c.get("device", {})
     say(f"device {device.get('id')} online={device.get('online')} live: {c.get('live')}")
     say(f"  latest: {device.get('metrics')}")

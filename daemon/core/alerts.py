@@ -70,6 +70,9 @@ class AlertState:
     #: while firing: the first false evaluation since the condition was last true (Prometheus's
     #: KeepFiringSince); `keep_firing_for` and the flap hold count from it
     keep_firing_since_ms: int | None = None
+    #: the rule's `impact` at `last_eval_ms`: seconds until the customer feels the fault (None:
+    #: no prediction); the actions route tickets on it
+    impact_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -27,6 +27,7 @@ from daemon.core.modelspec import score_metric
 from daemon.core.rulefmt import Group, Rule
 from daemon.core.templates import render_template
 from daemon.core.twin import DeviceTwin
+from daemon.core.urgency import predicted_impact
 from daemon.core.windows import SeriesWindows
 
 _COMPARISONS = {">", ">=", "<", "<=", "==", "!="}
@@ -248,7 +249,7 @@ def evaluate_group(
                 # alert that clears reports the clearing value, not the one it went pending on).
                 value = _reported(evaluate(value_node, ctx))
                 if new is not None:
-                    new = replace(new, value=value)
+                    new = replace(new, value=value, impact_s=predicted_impact(rule.impact, ctx))
                 if transition is not None:
                     transition = replace(transition, value=value)
                 if transition is not None and new is not None and active:

@@ -25,8 +25,9 @@ def horizons(groups: Iterable[Group]) -> dict[str, float]:
     needed: dict[str, float] = {}
     for group in groups:
         for rule in group.rules:  # (the runtime keeps scheduled groups out of memory itself)
-            for metric, seconds in referenced_metrics(rule.expr).items():
-                needed[metric] = max(needed.get(metric, 0.0), seconds)
+            for node in rule.expressions():  # the condition, and the impact it predicts
+                for metric, seconds in referenced_metrics(node).items():
+                    needed[metric] = max(needed.get(metric, 0.0), seconds)
     return needed
 
 

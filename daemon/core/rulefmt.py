@@ -17,7 +17,20 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from daemon.core.durations import format_duration, parse_duration
-from daemon.core.expr import FUNCTIONS, Call, ExprError, Node, parse_expr, walk
+from daemon.core.expr import (
+    ARITHMETIC,
+    FUNCTIONS,
+    Binary,
+    Bool,
+    Call,
+    ExprError,
+    Node,
+    String,
+    Unary,
+    parse_expr,
+    walk,
+)
+from daemon.core.expr_signatures import BOOL, STR
 from daemon.core.expr_syntax import literal_seconds
 from daemon.core.templates import TemplateInvalid, check_template
 
@@ -76,14 +89,25 @@ class Rule:
     guide: str | None = None
     ticket: str = "on_failure"
     mode: Mode = "live"
+    #: seconds until the customer feels the fault (`impact:`), evaluated with the rule while the
+    #: alert is active; routing matches it (`impact_within`) so urgency follows the prediction
+    impact_text: str | None = None
+    impact: Node | None = None
+    #: a Markdown file of steps that keep the customer safe until help comes; sent when the
+    #: ticket's route says so (`safety_steps: true` in routing.yaml)
+    safety: str | None = None
 
     def fingerprint(self) -> tuple[object, ...]:
         """What makes two versions of a rule the same rule (for reload)."""
         return (
             self.alert, self.expr_text, self.for_s, self.keep_firing_for_s, self.cooldown_s,
             tuple(sorted(self.labels.items())), tuple(sorted(self.annotations.items())),
-            self.remediate, self.guide, self.ticket, self.mode,
+            self.remediate, self.guide, self.ticket, self.mode, self.impact_text, self.safety,
         )  # fmt: skip
+
+    def expressions(self) -> tuple[Node, ...]:
+        """Every expression the rule evaluates (its condition, then its impact, if any)."""
+        return (self.expr,) if self.impact is None else (self.expr, self.impact)
 
 
 @dataclass(frozen=True)
@@ -106,7 +130,7 @@ _GROUP_KEYS = {"name", "interval", "match", "rules", "mode", "schedule", "adviso
 _CRON_FIELD = re.compile(r"[0-9*/,\-]+|[A-Za-z]{3}(-[A-Za-z]{3})?")
 _RULE_KEYS = {
     "alert", "expr", "for", "keep_firing_for", "cooldown", "labels", "annotations",
-    "remediate", "guide", "ticket", "mode",
+    "remediate", "guide", "ticket", "mode", "impact", "safety",
 }  # fmt: skip
 _STEP_KEYS = {"command", "params", "timeout", "verify", "max_attempts"}
 
@@ -185,15 +209,15 @@ class _Checker:
             out[inner] = str(text)
         return out
 
-    def expr_position(self, node: CommentedMap, offset: int) -> tuple[int, int]:
-        """Return the file position of `offset` within the rule's `expr` scalar."""
-        line, col = self.value_pos(node, "expr")
+    def expr_position(self, node: CommentedMap, offset: int, key: str = "expr") -> tuple[int, int]:
+        """Return the file position of `offset` within the rule's `expr` (or `key`) scalar."""
+        line, col = self.value_pos(node, key)
         text = self.lines[line] if line < len(self.lines) else ""
         marker = text[col] if col < len(text) else ""
         if marker in {'"', "'"}:
             return (line, col + 1 + offset)  # quoted: the expression starts after the quote
         if marker in {"|", ">"}:
-            before = str(node["expr"])[:offset]  # block scalar: starts on the next line
+            before = str(node[key])[:offset]  # block scalar: starts on the next line
             row = line + 1 + before.count("\n")
             return (row, _indent(self.lines, row) + len(before) - before.rfind("\n") - 1)
         return (line, col + offset)
@@ -271,6 +295,54 @@ def _parse_steps(c: _Checker, rule: CommentedMap) -> list[RemediationStep]:
     return steps
 
 
+def _number_kind(node: Node) -> str | None:
+    """Return what an `impact` tree gives when it is not a number (a condition, a string)."""
+    if isinstance(node, Binary):
+        return None if node.op in ARITHMETIC else "a condition"
+    if isinstance(node, Unary):
+        return None if node.op == "-" else "a condition"
+    if isinstance(node, Bool):
+        return "a condition"
+    if isinstance(node, String):
+        return "a string"
+    if isinstance(node, Call):
+        result = FUNCTIONS[node.func].result if node.func in FUNCTIONS else None
+        return {BOOL: "a condition", STR: "a string"}.get(result or "")
+    return None
+
+
+def _parse_impact(c: _Checker, rule: CommentedMap) -> tuple[str | None, Node | None]:
+    """Parse `impact:`, an expression of the seconds left until the customer feels the fault.
+
+    Checked like `expr` (positions inside the scalar), and it must give a number: a condition
+    such as `time_to(...) < 1h` would read as 1 or 0 seconds, i.e. "the customer feels it now".
+    """
+    text = rule.get("impact")
+    if text is None:
+        return None, None
+    if isinstance(text, bool) or not isinstance(text, str | int | float) or not str(text).strip():
+        c.add(c.value_pos(rule, "impact"), "impact must be an expression of seconds, "
+              'e.g. time_to(temperature, 1m, attr("impact_temp", 85))')  # fmt: skip
+        return None, None
+    text = str(text)
+    stripped = text.strip()
+    lead = len(text) - len(text.lstrip())
+    try:
+        node = parse_expr(stripped)
+    except ExprError as exc:
+        c.add(c.expr_position(rule, exc.offset + lead, "impact"), f"impact: {exc.message}")
+        return None, None
+    kind = _number_kind(node)
+    if kind is not None:
+        c.add(
+            c.expr_position(rule, node.start + lead, "impact"),
+            f"impact must give a number of seconds, not {kind} "
+            "(write the time left, e.g. time_to(m, 10m, 85), not a comparison)",
+        )
+        return None, None
+    return stripped, node
+
+
 def _parse_rule(
     c: _Checker, node: object, pos: tuple[int, int], group: str, mode: Mode
 ) -> Rule | None:
@@ -302,6 +374,10 @@ def _parse_rule(
     guide = rule.get("guide")
     if guide is not None and (not isinstance(guide, str) or not c.exists(guide)):
         c.add(c.value_pos(rule, "guide"), f"guide {guide!r} not found")
+    impact_text, impact = _parse_impact(c, rule)
+    safety = rule.get("safety")
+    if safety is not None and (not isinstance(safety, str) or not c.exists(safety)):
+        c.add(c.value_pos(rule, "safety"), f"safety {safety!r} not found")
     ticket = rule.get("ticket", "on_failure")
     if ticket not in TICKET_POLICIES:
         c.add(c.value_pos(rule, "ticket"), f"ticket must be one of {', '.join(TICKET_POLICIES)}")
@@ -313,6 +389,7 @@ def _parse_rule(
     keep = c.duration(rule, "keep_firing_for", 0.0)
     cooldown = c.duration(rule, "cooldown", 0.0)
     _check_window_bound(c, rule, expr, {"for": for_s, "keep_firing_for": keep})
+    _check_window_bound(c, rule, impact, {}, "impact")
     c.rule = None
     if not ok or expr is None or not isinstance(alert, str) or not isinstance(expr_text, str):
         return None
@@ -322,11 +399,17 @@ def _parse_rule(
         labels=labels, annotations=annotations, remediate=tuple(steps),
         guide=guide if isinstance(guide, str) else None,
         ticket=ticket if ticket in TICKET_POLICIES else "on_failure", mode=rule_mode,
+        impact_text=impact_text, impact=impact,
+        safety=safety if isinstance(safety, str) else None,
     )  # fmt: skip
 
 
 def _check_window_bound(
-    c: _Checker, rule: CommentedMap, expr: Node | None, durations: Mapping[str, float]
+    c: _Checker,
+    rule: CommentedMap,
+    expr: Node | None,
+    durations: Mapping[str, float],
+    key: str = "expr",
 ) -> None:
     """Report every window (and `for`, `keep_firing_for`) longer than `rules.max_window`.
 
@@ -339,7 +422,7 @@ def _check_window_bound(
         return
     bound = f"longer than rules.max_window ({format_duration(limit)})"
     if expr is not None:
-        text = str(rule["expr"])
+        text = str(rule[key])
         lead = len(text) - len(text.lstrip())
         for node in walk(expr):
             if not isinstance(node, Call) or node.func == "absent" or len(node.args) < 2:
@@ -351,10 +434,12 @@ def _check_window_bound(
             seconds = literal_seconds(window)
             if seconds is not None and seconds > limit:
                 written = text.strip()[window.start : window.end]
-                c.add(c.expr_position(rule, window.start + lead), f"window {written} is {bound}")
-    for key, seconds in durations.items():
+                c.add(
+                    c.expr_position(rule, window.start + lead, key), f"window {written} is {bound}"
+                )
+    for name, seconds in durations.items():
         if seconds > limit:
-            c.add(c.value_pos(rule, key), f"{key} {rule[key]} is {bound}")
+            c.add(c.value_pos(rule, name), f"{name} {rule[name]} is {bound}")
 
 
 def _parse_group(c: _Checker, node: object, pos: tuple[int, int]) -> Group | None:
