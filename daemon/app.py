@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from daemon.actions import ActionService
 from daemon.adapters.http_api import HttpApi
+from daemon.adapters.model_files import ModelFileSet
+from daemon.adapters.model_registry import ModelRegistry
 from daemon.adapters.mqtt_ingest import MqttIngest
 from daemon.adapters.outbox_sqlite import SqliteOutbox
 from daemon.adapters.rule_files import RuleFileSet
@@ -26,6 +28,7 @@ from daemon.core.payloads import Limits
 from daemon.core.twin import DeviceTwin, Twins
 from daemon.core.windows import SeriesWindows
 from daemon.errors import StoreUnavailable
+from daemon.learning.service import ModelService
 from daemon.metrics import Metrics
 from daemon.pipeline import IngestPipeline
 from daemon.ports import ACTIONS_CURSOR, SeriesStore, StateStore
@@ -69,6 +72,7 @@ class App:
         self._stop = asyncio.Event()
         self.http: HttpApi | None = None
         self.rules: RuleService | None = None
+        self.models: ModelService | None = None
         self.actions: ActionService | None = None
         self.webhook: WebhookSink | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -136,6 +140,20 @@ class App:
             await self.actions.start()
             await self.rules.start()
             self.rules.listeners.append(self.actions.wake)
+            if s.models.enabled:
+                self.models = ModelService(
+                    s,
+                    ModelFileSet(s.models.paths, s.rules.max_window),
+                    ModelRegistry(s.data_dir / "models"),
+                    series,
+                    twins,
+                    windows,
+                    self.metrics,
+                    self.rules.set_extra_horizons,
+                    self.health,
+                )
+                await self.models.start()
+                self.actions.models = self.models
             pipeline = IngestPipeline(
                 ingest,
                 series,
@@ -196,6 +214,8 @@ class App:
             if s.rules.watch:
                 helpers.append(tg.create_task(rules.watch_files(), name="rule-files"))
             helpers.append(tg.create_task(rules.run_schedules(), name="rule-schedules"))
+            if self.models is not None:
+                helpers.append(tg.create_task(self.models.run(), name="models"))
             helpers.append(tg.create_task(self._health_loop(ingest, series, state), name="health"))
             if self.actions is not None:
                 # Runs with actions disabled too: it publishes alert events and moves the cursor.

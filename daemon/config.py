@@ -129,6 +129,22 @@ class RulesSettings(_Section):
     max_window: Seconds = MAX_WINDOW_S
 
 
+class ModelsSettings(_Section):
+    """Learned models: specs in `models/`, versions in `<data_dir>/models` (docs/models.md)."""
+
+    enabled: bool = True
+    #: model spec files or directories of them (`*.yaml` directly inside)
+    paths: tuple[Path, ...] = (Path("models"),)
+    #: trained versions kept per model (the current one is never deleted)
+    keep_versions: int = Field(5, ge=1)
+    #: train a model that has no version yet once its history suffices (checked every `retry`)
+    train_missing: bool = True
+    #: how often an untrained model, or one whose training failed, is tried again
+    retry: Seconds = 600.0
+    #: devices scored per model call (rows of one batch)
+    batch: int = Field(5000, ge=1)
+
+
 class ActionsSettings(_Section):
     """Remediation (M2M), customer guidance (H2M) and tickets (H2H)."""
 
@@ -170,6 +186,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     devices: DeviceSettings = DeviceSettings()
     rules: RulesSettings = RulesSettings()
+    models: ModelsSettings = ModelsSettings()
     actions: ActionsSettings = ActionsSettings()
     webhook: WebhookSettings = WebhookSettings()
 

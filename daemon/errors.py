@@ -63,6 +63,14 @@ class RuleFileInvalid(FrontlineError):
         self.problems = problems
 
 
+class ModelFileInvalid(FrontlineError):
+    """Model spec files that do not validate; `problems` has every one, with file:line:col."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
 class ModelArtefactError(FrontlineError):
     """A saved model (meta + arrays) that cannot be used: missing or misshapen arrays, an
     unknown format version or detector. The caller keeps its previous model."""

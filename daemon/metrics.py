@@ -80,6 +80,27 @@ class Metrics:
         self.rule_reloads = Counter(
             "frontline_rule_reloads", "Rule reloads, by outcome", ["outcome"], registry=r
         )
+        self.model_scored = Counter(
+            "frontline_model_scored", "Devices scored by a learned model", ["model"], registry=r
+        )
+        self.model_score_seconds = Histogram(
+            "frontline_model_score_seconds",
+            "Seconds for one scoring round of a model (all matching devices)",
+            ["model"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.model_trainings = Counter(
+            "frontline_model_trainings",
+            "Model trainings by outcome (ok, not_enough_data, failed)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_load_failures = Counter(
+            "frontline_model_load_failures",
+            "Trained versions refused when loading (corrupt or incompatible)",
+            registry=r,
+        )
         self.alerts_active = Gauge("frontline_alerts", "Alerts by phase", ["phase"], registry=r)
         self.commands_sent = Counter(
             "frontline_commands_sent", "Remediation commands published", registry=r

@@ -8,8 +8,10 @@ from typing import Any, NamedTuple, Protocol
 
 from daemon.core.alerts import AlertState
 from daemon.core.messages import Message
+from daemon.core.modelspec import ModelSpec
 from daemon.core.rulefmt import Group, Rule, RuleProblem
 from daemon.core.tickets import Routing
+from daemon.errors import ConfigProblem
 
 
 class Point(NamedTuple):
@@ -235,6 +237,24 @@ class ServiceFiles(Protocol):
     def steps(self, rule_file: str, path: str) -> list[str]:
         """The numbered steps of a runbook or guide named by a rule (relative to its file)."""
         ...
+
+
+class ModelFiles(Protocol):
+    """The operator's model spec files (`models/*.yaml`), as the model service sees them."""
+
+    def load(self) -> tuple[list[ModelSpec], list[ConfigProblem]]:
+        """Every spec and every problem (file:line:col), across all files."""
+        ...
+
+    def stamp(self) -> object:
+        """A value that changes when any spec file changes (for the watcher)."""
+        ...
+
+
+class ModelLookup(Protocol):
+    """What tickets need from the model service: the latest scoring of a device."""
+
+    def explain(self, device: str, model: str) -> dict[str, Any] | None: ...
 
 
 class RuleFiles(Protocol):

@@ -107,6 +107,8 @@ class RuleService:
         self._stamp: object = None
         self.last_reload: ReloadResult | None = None
         self._scheduler: AsyncIOScheduler | None = None
+        #: metric -> seconds other consumers of the windows need (learned models' features)
+        self._extra_horizons: dict[str, float] = {}
 
     def group(self, name: str) -> Group | None:
         return next((g for g in self.groups if g.name == name), None)
@@ -135,7 +137,7 @@ class RuleService:
             self.states[state.key] = state
         # Rules removed while the daemon was stopped resolve now, as on a reload.
         await self._commit(*self._removed(self.groups, int(time.time() * 1000)))
-        self._windows.set_horizons(horizons(g for g in self.groups if not g.schedule))
+        self._windows.set_horizons(self._needed(self.groups))
         await self._fill_windows(self._windows.horizons)
         self._schedule(int(time.time() * 1000))
         firing = sum(1 for s in self.states.values() if s.phase is Phase.FIRING)
@@ -143,6 +145,22 @@ class RuleService:
             "rules: %d groups, %d rules; %d alert states restored (%d firing)",
             len(self.groups), sum(len(g.rules) for g in self.groups), len(self.states), firing,
         )  # fmt: skip
+
+    def _needed(self, groups: list[Group]) -> dict[str, float]:
+        """What the windows keep: the rules' horizons and the extra ones, the longer of each."""
+        needed = horizons(g for g in groups if not g.schedule)
+        for metric, seconds in self._extra_horizons.items():
+            needed[metric] = max(needed.get(metric, 0.0), seconds)
+        return needed
+
+    async def set_extra_horizons(self, extra: dict[str, float]) -> None:
+        """Keep `extra` history in the windows too (filled from the store where it grew)."""
+        async with self._lock:
+            old = self._windows.horizons
+            self._extra_horizons = dict(extra)
+            new = self._needed(self.groups)
+            self._windows.set_horizons(new)
+            await self._fill_windows({m: s for m, s in new.items() if s > old.get(m, -1)})
 
     async def _fill_windows(self, needed: dict[str, float]) -> None:
         """Load recent history from the store into the windows (after start or reload)."""
@@ -343,7 +361,7 @@ class RuleService:
             updates, transitions = self._removed(groups, now)
             old_horizons = self._windows.horizons
             self.groups = groups
-            new_horizons = horizons(g for g in groups if not g.schedule)
+            new_horizons = self._needed(groups)
             self._windows.set_horizons(new_horizons)
             grown = {m: s for m, s in new_horizons.items() if s > old_horizons.get(m, -1)}
             await self._fill_windows(grown)

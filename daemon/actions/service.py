@@ -38,6 +38,7 @@ from daemon.core.twin import Twins
 from daemon.metrics import Metrics
 from daemon.ports import (
     ACTIONS_CURSOR,
+    ModelLookup,
     Publisher,
     RuleLookup,
     SeriesStore,
@@ -122,6 +123,14 @@ class ActionService:
     @property
     def tickets(self) -> dict[str, Ticket]:
         return self.desk.tickets
+
+    @property
+    def models(self) -> ModelLookup | None:
+        return self.desk.models
+
+    @models.setter
+    def models(self, lookup: ModelLookup | None) -> None:
+        self.desk.models = lookup
 
     @property
     def remediations(self) -> dict[str, Remediation]:

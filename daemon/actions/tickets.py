@@ -23,7 +23,7 @@ from typing import Any
 from daemon.actions.work import Work, iso
 from daemon.config import ActionsSettings
 from daemon.core.alerts import AlertState, Phase
-from daemon.core.expr import referenced_metrics
+from daemon.core.expr import model_refs, referenced_metrics
 from daemon.core.rulefmt import Rule
 from daemon.core.tickets import (
     Routing,
@@ -48,7 +48,7 @@ from daemon.core.urgency import (
     urgency_context,
 )
 from daemon.metrics import Metrics
-from daemon.ports import RuleLookup, SeriesStore, ServiceFiles
+from daemon.ports import ModelLookup, RuleLookup, SeriesStore, ServiceFiles
 from daemon.resilience import StoreHealth, persist
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class TicketDesk:
         self._timeout_s = timeout_s
         self.tickets: dict[str, Ticket] = {}
         self.healthy_since: dict[str, int] = {}
+        #: the learned models' latest scoring, for tickets of rules that read a model
+        self.models: ModelLookup | None = None
 
     def restore(self, open_tickets: list[bytes], values: dict[str, bytes]) -> None:
         for data in open_tickets:
@@ -141,6 +143,7 @@ class TicketDesk:
         context = await self._context(state, rule, customer_id, customer, now)
         outcome, impact, context["urgency"] = self._urgency(key, state, rule, now)
         summary = state.annotations.get("summary") or f"{state.alert} on {state.device}"
+        summary += _models_note(context.get("anomaly") or {})
         if kind == "approval":
             summary = f"Approval needed: {summary}"
         ticket, event = open_ticket(
@@ -256,7 +259,7 @@ class TicketDesk:
                 "fired_at": iso(state.fired_at_ms),
                 "pending_since": iso(state.active_since_ms),
             },
-            "anomaly": {},
+            "anomaly": self._models_context(rule, state.device),
             "remediation": self._remediation_log(state.key),
             "customer": {
                 "id": customer_id or None,
@@ -268,6 +271,17 @@ class TicketDesk:
                 "steps": self._files.steps(rule.file, runbook) if runbook else [],
             },
         }
+
+    def _models_context(self, rule: Rule, device: str) -> dict[str, Any]:
+        """Each model the rule reads: its latest value, version and top contributing features."""
+        if self.models is None:
+            return {}
+        found = {}
+        for name in model_refs(rule.expr):
+            explained = self.models.explain(device, name)
+            if explained is not None:
+                found[name] = explained
+        return found
 
     # -- changes -----------------------------------------------------------------------------
     def refresh_remediation(self, key: str, work: Work) -> None:
@@ -420,3 +434,19 @@ def _label(meta: Mapping[str, object], name: str, default: str = "standard") -> 
     if isinstance(labels, dict) and name in labels:
         return str(labels[name])
     return default
+
+
+def _models_note(models: Mapping[str, Any]) -> str:
+    """What the agent reads first about a model-driven alert: which metrics made it anomalous."""
+    notes = []
+    for name, found in models.items():
+        shares = ", ".join(
+            f"{c['feature']} {c['share']:.0%}" for c in found.get("contributions") or []
+        )
+        if found.get("kind") == "anomaly":
+            notes.append(f"{name} v{found['version']} score {found['value']:.2f}: {shares}")
+        else:
+            notes.append(
+                f"{name} v{found['version']} predicts {found['value']:.3g} {found['unit']}"
+            )
+    return f" [{'; '.join(notes)}]" if notes else ""

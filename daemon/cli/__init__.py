@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from daemon.cli import alerts, config, devices, rules, run, tickets
+from daemon.cli import alerts, config, devices, models, rules, run, tickets
 from daemon.config import load_settings
 from daemon.errors import FrontlineError
 
@@ -49,6 +49,8 @@ COMMANDS = (
     rules.evaluate,
     tickets.tickets,
     tickets.notices,
+    models.train_command,
+    models.models,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from daemon.adapters.model_files import is_model_file, load_models, model_paths
 from daemon.adapters.rule_files import load_rules, load_valid_rules, rule_paths
 from daemon.adapters.service_files import check_service_files
 from daemon.app import build_series_store, now_ms
@@ -30,6 +31,7 @@ from daemon.cli.output import (
 from daemon.config import Settings
 from daemon.core.durations import format_duration
 from daemon.core.engine import DeviceContext, Verdict, Watch, explain_rule, matches
+from daemon.core.expr import MODEL_FUNCTIONS, model_refs
 from daemon.core.replay import horizons, replay
 from daemon.core.twin import DeviceTwin
 from daemon.core.windows import SeriesWindows
@@ -58,15 +60,22 @@ def _rules_or_exit(settings: Settings, paths: tuple[Path, ...]) -> list[Any]:
 def check(
     ctx: click.Context, paths: tuple[Path, ...], routing: Path | None, customers: Path | None
 ) -> None:
-    """Validate rule files (default: the configured rules) and the routing and customers files;
-    print every problem with file:line:col."""
+    """Validate rule files and model specs (default: the configured ones) and the routing and
+    customers files; print every problem with file:line:col.
+
+    A file with a top-level `models:` key is a model spec (docs/models.md), any other a rule file.
+    """
     settings = settings_of(ctx)
-    chosen = paths or settings.rules.paths
-    groups, problems = load_rules(chosen, settings.rules.max_window)
+    named = rule_paths(paths or settings.rules.paths)
+    spec_files = [p for p in named if is_model_file(p)]
+    if not paths:
+        spec_files += [p for p in model_paths(settings.models.paths) if p.exists()]
+    files = [p for p in named if p not in spec_files]
+    groups, problems = load_rules(files, settings.rules.max_window) if files else ([], [])
     for problem in problems:
         echo(problem)
-    files = rule_paths(chosen)
     rules = sum(len(g.rules) for g in groups)
+    model_problems = _check_models(spec_files, settings.rules.max_window, groups)
     # A file named on the command line must exist; the settings' files follow the daemon's rule.
     services = check_service_files(
         routing or settings.actions.routing,
@@ -77,10 +86,13 @@ def check(
     service_problems = [p for service in services for p in service.problems]
     for service_problem in service_problems:
         echo(service_problem)
-    failed = False
-    if not files:
+    failed = bool(model_problems)
+    if not files and not spec_files:
+        chosen = paths or settings.rules.paths
         echo(f"no rule files (*.yaml) in {', '.join(str(p) for p in chosen)}", err=True)
         failed = True
+    elif not files:
+        pass
     elif problems:
         echo(f"{len(problems)} problem(s) in {len(files)} file(s)", err=True)
         failed = True
@@ -95,6 +107,36 @@ def check(
         echo(f"{len(service_problems)} problem(s) in the routing and customers files", err=True)
     if failed or service_problems:
         sys.exit(1)
+
+
+def _check_models(files: list[Path], max_window: float, groups: list[Any]) -> list[str]:
+    """Check model specs, and that the rules' anomaly()/rul() name models of the right kind."""
+    if not files:
+        return []
+    specs, found = load_models(files, max_window)
+    problems = [str(p) for p in found]
+    if not found:
+        kinds = {s.name: s.kind for s in specs}
+        for group in groups:
+            for rule in group.rules:
+                for name, func in model_refs(rule.expr).items():
+                    kind = kinds.get(name)
+                    where = f"{rule.file}:{rule.line}"
+                    if kind is None:
+                        problems.append(
+                            f"{where}: {rule.alert}: {func}({name!r}) names no model spec"
+                        )
+                    elif MODEL_FUNCTIONS[func] != kind:
+                        problems.append(
+                            f"{where}: {rule.alert}: {func}({name!r}) reads a {kind} model"
+                        )
+    for problem in problems:
+        echo(problem)
+    if problems:
+        echo(f"{len(problems)} problem(s) in the model specs", err=True)
+    else:
+        echo(f"OK: {len(files)} model file(s), {len(specs)} model(s)")
+    return problems
 
 
 @click.command("test")

@@ -96,6 +96,10 @@ def tickets_show(ctx: click.Context, ticket_id: str, as_json: bool) -> None:
     for metric, points in c.get("telemetry", {}).get("series", {}).items():
         values = ", ".join(f"{v:g}" for _, v in points[-8:])
         say(f"  {metric} (last {min(8, len(points))} of {len(points)}): {values}")
+    for name, found in (c.get("anomaly") or {}).items():
+        shares = ", ".join(f"{x['feature']} {x['share']:.0%}" for x in found["contributions"])
+        unit = f" {found['unit']}" if found.get("unit") else ""
+        say(f"model {name} v{found['version']}: {found['value']:g}{unit}  {shares}")
     for entry in c.get("remediation", []):
         say(f"  remediation {iso(entry['at_ms'])} {entry['event']}: {entry['detail']}")
     for i, step in enumerate(c.get("runbook", {}).get("steps", []), 1):
