@@ -37,7 +37,6 @@ from daemon.adapters.yaml_source import (
 from daemon.config import Seconds
 from daemon.core.detectors import KINDS, check_params
 from daemon.core.features import AGGREGATES
-from daemon.core.rul import resolve_params
 from daemon.core.modelspec import (
     RUL_UNITS,
     Failure,
@@ -46,6 +45,7 @@ from daemon.core.modelspec import (
     Threshold,
     Training,
 )
+from daemon.core.rul import resolve_params
 from daemon.errors import ConfigProblem
 
 SUFFIXES = {".yaml", ".yml"}
