@@ -265,7 +265,7 @@ BOILER_COMFORT = 66.0  # °C, the comfort setpoint
 BOILER_MISUSED_BAND = 0.5  # ± °C around the setpoint: the burner toggles about once a minute
 BOILER_RETURN_DROP = 3.0  # °C the return water is colder than the flow with the burner idle
 BOILER_IGNITION_SAFETY_S = 10.0  # an ignition that takes this long locks the burner out
-BOILER_IGNITER_RISE = 6.0  # s a worn electrode adds to the ignition just before it fails
+BOILER_IGNITER_RISE = 5.0  # s a worn electrode adds to the ignition just before it fails
 
 
 @dataclass(frozen=True)
@@ -397,7 +397,7 @@ def boiler_ignition_failure(values: Values, elapsed_s: float, _rng: random.Rando
 
 
 def boiler_igniter_wear(values: Values, level: float, rng: random.Random) -> None:
-    """A worn ignition electrode: each ignition takes longer, up to ~6 s more before it fails."""
+    """A worn ignition electrode: each ignition takes longer, up to ~5 s more before it fails."""
     _worn(values, "ignition_time", BOILER_IGNITER_RISE, level, rng)
 
 

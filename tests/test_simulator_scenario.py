@@ -11,6 +11,7 @@ import simulators
 from simulators.commands import Behaviour
 from simulators.faults import FaultKind, FaultSpec, customer_impact_after, fix_for
 from simulators.fleet import FleetOptions, plan_devices
+from simulators.history import HistoryOptions
 from simulators.models import UsageProfile
 from simulators.scenario import (
     Scenario,
@@ -85,6 +86,24 @@ def test_parse_seconds_rejects_non_times(value: object) -> None:
             "drift:b:pressure:customer_fix_after=never:customer_impact_after=8m",
             FaultSpec("b", FaultKind.DRIFT, "pressure", customer_impact_after=480.0),
         ),
+        (
+            "decorrelate:sim-boiler-0001:start=2m:rate=1",
+            FaultSpec("sim-boiler-0001", FaultKind.DECORRELATE, start=120.0, params={"rate": 1}),
+        ),
+        (
+            "wear:sim-heat_pump-0002:life=2h:worn=0.9",
+            FaultSpec("sim-heat_pump-0002", FaultKind.WEAR, params={"life": 7200, "worn": 0.9}),
+        ),
+        (
+            "offline:b:customer_fix_after=1m:customer_fix_from=notice:customer_compliance=0.5",
+            FaultSpec(
+                "b",
+                FaultKind.OFFLINE,
+                customer_fix_after=60.0,
+                customer_fix_from="notice",
+                customer_compliance=0.5,
+            ),
+        ),
     ],
 )
 def test_parse_fault_flag(flag: str, expected: FaultSpec) -> None:
@@ -112,6 +131,10 @@ def test_parse_fault_flag(flag: str, expected: FaultSpec) -> None:
         ("drift:d:pressure:customer_fix_from=phone", "customer_fix_from must be start or notice"),
         ("drift:d:pressure:customer_fix_from=notice", "'notice' needs customer_fix_after"),
         ("drift:d:pressure:customer_fix_after=soon", "expected a time such as 30s"),
+        ("wear:d:life=soon", "expected a time such as 30s"),
+        ("wear:d:vibration", "too many fields for wear: 'vibration'"),
+        ("decorrelate:d:rate=-1", "decorrelate rate must be > 0"),
+        ("offline:d:customer_compliance=2", "customer_compliance must be between 0 and 1"),
     ],
 )
 def test_parse_fault_flag_rejects_bad_input(flag: str, message: str) -> None:
@@ -360,6 +383,70 @@ def test_load_scenario_reads_behaviours_usage_and_customer_keys(tmp_path: Path) 
     assert plan["sim-boiler-0004"].usage is UsageProfile.MISUSED
 
 
+def test_load_scenario_reads_history_compliance_and_the_learning_faults(tmp_path: Path) -> None:
+    """Test the keys for the history backfill, the customers' compliance, and wear/decorrelate."""
+    path = write(
+        tmp_path,
+        """\
+        devices: 6
+        compliance: 0.8
+        history: {duration: 12h, step: 20s, wear_runs: 2, wear_life: 90m, seed: 4}
+        faults:
+          - {device: sim-heat_pump-0002, kind: wear, params: {life: 2h, worn: 0.5}}
+          - {device: sim-boiler-0001, kind: decorrelate, start: 1m, params: {rate: 0.5}}
+          - device: sim-freezer-0003
+            kind: drift
+            metric: cabinet_temp
+            customer_fix_after: 1m
+            customer_fix_from: notice
+            customer_compliance: 0.25
+        """,
+    )
+    scenario = load_scenario(path)
+    assert scenario.compliance == 0.8
+    assert scenario.history == HistoryOptions(
+        duration=43200.0, step=20.0, wear_runs=2, wear_life=5400.0, seed=4
+    )
+    wear, relation, door = scenario.faults
+    assert wear.effective_params == {"life": 7200.0, "worn": 0.5}
+    assert relation.kind is FaultKind.DECORRELATE
+    assert door.customer_compliance == 0.25
+    options = scenario.options(FleetOptions(port=1999))
+    assert (options.compliance, options.history) == (0.8, scenario.history)
+    assert options.history_mode == "before"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("history: {step: 30s}\n", 1, "history.duration: Field required"),
+        ("history:\n  duration: 1h\n  step: 2m\n", 3, "history.step: Input should be less"),
+        ("history:\n  duration: 1h\n  wear_model: toaster\n", 3, "unknown device model"),
+        ("history:\n  duration: 1h\n  wear_runs: 1\n", 3, "history.wear_runs: history.wear_model"),
+        (
+            "models: [boiler]\nhistory:\n  duration: 1h\n  wear_runs: 1\n  wear_model: freezer\n",
+            5,
+            "history.wear_model: the fleet has no freezer device",
+        ),
+        (
+            "history:\n  duration: 3h\n  wear_runs: 5\n  wear_model: boiler\n",
+            3,
+            "but the history leaves 1 h before its clean tail (2 h)",
+        ),
+        ("compliance: 1.5\n", 1, "compliance: Input should be less than or equal to 1"),
+    ],
+)
+def test_bad_history_reports_file_line_and_problem(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioInvalid) as caught:
+        load_scenario(path)
+    assert str(caught.value).startswith(f"{path}:{line}:"), str(caught.value)
+    assert message in str(caught.value)
+
+
 def test_service_scenario_covers_the_service_loop() -> None:
     """Test that service.yaml has what scoring the service loop needs, all faults early."""
     scenario = load_scenario(SCENARIOS / "service.yaml")
@@ -401,6 +488,16 @@ def test_service_scenario_covers_the_service_loop() -> None:
             assert impact >= 5 * 60, spec.id  # a realistic margin to act before the customer
         if spec.customer_fix_after is not None and spec.customer_fix_from == "start":
             assert spec.start + spec.customer_fix_after < scenario.duration
+    # For learned models: a broken relation, and a part that fails within the run after hours of
+    # wear that the history shows; the history holds run-to-failure episodes to learn from.
+    kinds = {spec.kind: spec for spec in scenario.faults}
+    wear = kinds[FaultKind.WEAR]
+    assert wear.remaining_life is not None
+    assert wear.start + wear.remaining_life < scenario.duration - 60
+    assert FaultKind.DECORRELATE in kinds
+    assert scenario.history is not None
+    assert scenario.history.wear_runs >= 5
+    assert scenario.history.duration >= 12 * 3600
 
 
 def test_bad_scenario_lists_every_problem(tmp_path: Path) -> None:
