@@ -26,6 +26,10 @@ API (stable; the isolation-forest detector and the RUL model build on it):
 - `.leaf_values(rows) -> (n, n_trees, k)` the leaf values (a random forest's regression is
   `leaf_values(rows)[..., 0].mean(axis=1)`; gradient boosting's is
   `init + learning_rate * leaf_values(rows)[..., 0].sum(axis=1)`).
+- `.parents -> (n_trees, max_nodes)` each node's parent (-1 for roots).
+- `.attribute(rows, gains) -> (n, n_features)` per row, `gains[t, node]` summed over the nodes
+  visited, credited to the feature of the split leading into each node (Saabas contributions
+  with `gains = value - value[parent]`).
 - `.to_arrays(prefix) -> dict[str, np.ndarray]` and `TreeEnsemble.from_arrays(arrays, prefix)`
   (raises `ValueError` naming the missing or misshapen array).
 
@@ -158,7 +162,7 @@ class TreeEnsemble:
         x = np.asarray(rows, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] < self.n_features:
             raise ValueError(f"rows must be (n, >= {self.n_features}), got {x.shape}")
-        x = x.astype(np.float32).astype(np.float64)  # what scikit-learn compares
+        x = _as_float32(x)  # what scikit-learn compares
         out = np.empty((x.shape[0], self.n_trees), dtype=np.int64)
         for start in range(0, x.shape[0], _CHUNK_ROWS):
             out[start : start + _CHUNK_ROWS] = self._leaves_flat(x[start : start + _CHUNK_ROWS])
@@ -222,6 +226,66 @@ class TreeEnsemble:
         leaves = self.leaves(rows)
         return self.value[np.arange(self.n_trees)[None, :], leaves]
 
+    @cached_property
+    def parents(self) -> NDArray[np.int64]:
+        """`(n_trees, max_nodes)`: each node's parent (-1 for roots and padding)."""
+        parent = np.full((self.n_trees, self.max_nodes), -1, dtype=np.int64)
+        trees = np.arange(self.n_trees)[:, None]
+        nodes = np.broadcast_to(np.arange(self.max_nodes), parent.shape)
+        for child in (self.children_left, self.children_right):
+            has = child >= 0
+            parent[np.broadcast_to(trees, parent.shape)[has], child[has]] = nodes[has]
+        return parent
+
+    def attribute(
+        self, rows: NDArray[np.float64], gains: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """Return `(n, n_features)`: per row, `gains[t, node]` summed over the nodes its paths
+        visit (roots excluded), each credited to the feature of the split that led into it.
+
+        With `gains = value[node] - value[parent]` this is the Saabas decomposition of a
+        regression forest's prediction; the isolation forest credits how much each split shrank
+        the row's cell.
+        """
+        x = np.asarray(rows, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] < self.n_features:
+            raise ValueError(f"rows must be (n, >= {self.n_features}), got {x.shape}")
+        if gains.shape != self.children_left.shape:
+            raise ValueError(f"gains must have shape {self.children_left.shape}")
+        n = x.shape[0]
+        out = np.zeros((n, self.n_features))
+        x = _as_float32(x)
+        left, right, feature = self._flat
+        threshold = self.threshold.ravel()
+        flat_gains = np.asarray(gains, dtype=np.float64).ravel()
+        has_missing = self.missing_go_to_left.size > 0 and bool(self.missing_go_to_left.any())
+        missing_left = self.missing_go_to_left.ravel() if has_missing else None
+        for lo in range(0, n, _CHUNK_ROWS):
+            hi = min(n, lo + _CHUNK_ROWS)
+            node = np.broadcast_to(
+                np.arange(self.n_trees, dtype=np.int64) * self.max_nodes, (hi - lo, self.n_trees)
+            ).copy()
+            row_index = np.arange(hi - lo)[:, None]
+            chunk = out[lo:hi]
+            for _ in range(self.max_depth):
+                nxt_left = left[node]
+                active = nxt_left >= 0
+                if not active.any():
+                    break
+                split = feature[node]
+                values = x[lo:hi][row_index, split]
+                go_left = values <= threshold[node]
+                if missing_left is not None:
+                    go_left |= np.isnan(values) & missing_left[node]
+                nxt = np.where(go_left, nxt_left, right[node])
+                credit = np.where(active, flat_gains[np.where(active, nxt, 0)], 0.0)
+                cells = (row_index * self.n_features + split).ravel()
+                chunk += np.bincount(cells, weights=credit.ravel(), minlength=chunk.size).reshape(
+                    chunk.shape
+                )
+                node = np.where(active, nxt, node)
+        return out
+
     def to_arrays(self, prefix: str = "trees_") -> dict[str, NDArray[Any]]:
         """Return the arrays to save (`np.savez(file, **ensemble.to_arrays())`)."""
         out: dict[str, NDArray[Any]] = {
@@ -253,6 +317,13 @@ class TreeEnsemble:
             )
         except TypeError as exc:  # a float array where integers belong, and the like
             raise ValueError(f"tree arrays of the wrong type: {exc}") from exc
+
+
+def _as_float32(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Round to float32 as scikit-learn does; beyond its range a value becomes +-inf (and still
+    goes to the side it belongs)."""
+    with np.errstate(over="ignore"):
+        return x.astype(np.float32).astype(np.float64)
 
 
 def _structure_problems(trees: TreeEnsemble) -> list[str]:
