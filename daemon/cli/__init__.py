@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from daemon.cli import alerts, config, devices, models, rules, run, tickets
+from daemon.cli import alerts, config, detect, devices, models, rules, run, tickets
 from daemon.config import load_settings
 from daemon.errors import FrontlineError
 
@@ -51,6 +51,7 @@ COMMANDS = (
     tickets.notices,
     models.train_command,
     models.models,
+    detect.detect_command,
 )
 for _command in COMMANDS:
     cli.add_command(_command)
