@@ -110,7 +110,9 @@ def read_table(path: Path) -> Table:
     except (OSError, UnicodeDecodeError) as exc:
         raise DetectError(f"cannot read {path}: {exc}") from exc
     delimiter = sniff_delimiter(content[:65536])
-    lines = [row for row in csv.reader(io.StringIO(content), delimiter=delimiter) if row]
+    lines = list(csv.reader(io.StringIO(content), delimiter=delimiter))
+    while lines and not lines[-1]:
+        lines.pop()
     if not lines:
         raise DetectError(f"{path} is empty")
     header = [name.strip() for name in lines[0]]
@@ -119,6 +121,8 @@ def read_table(path: Path) -> Table:
     width = len(header)
     rows = []
     for number, row in enumerate(lines[1:], start=2):
+        if not row and width > 1:
+            continue  # a blank line between rows; in a one-column file it is a missing value
         if len(row) > width:
             raise DetectError(f"{path}: line {number} has {len(row)} fields, the header {width}")
         rows.append(row + [""] * (width - len(row)))
