@@ -40,6 +40,8 @@ from daemon.core.detectors.base import (
     take,
 )
 
+_CHUNK_CELLS = 1_000_000  # rows x memory distances held at once
+
 
 def select_memory(rows: FloatArray, size: int) -> NDArray[np.int64]:
     """Pick memory rows: each feature's minimum and maximum row, then rows evenly spread over
@@ -70,15 +72,21 @@ def _estimates(
     rows: FloatArray, memory: FloatArray, width: float, exclude: NDArray[np.int64] | None = None
 ) -> FloatArray:
     """Kernel-weighted averages of the memory rows; `exclude[i]` (if >= 0) is left out of row
-    i's average. Distances are shifted by each row's nearest so the weights never all vanish."""
-    distances = _squared_distances(rows, memory)
-    if exclude is not None:
-        own = exclude >= 0
-        distances[np.nonzero(own)[0], exclude[own]] = np.inf
-    nearest = distances.min(axis=1, keepdims=True)
-    weights = np.exp(-(distances - nearest) / (2 * width**2))
-    weights /= weights.sum(axis=1, keepdims=True)
-    return np.asarray(weights @ memory, dtype=np.float64)
+    i's average. Distances are shifted by each row's nearest so the weights never all vanish.
+    Rows go a chunk at a time: a batch of devices never holds rows x memory at once."""
+    out = np.empty_like(rows)
+    chunk = max(1, _CHUNK_CELLS // max(1, len(memory)))
+    for lo in range(0, len(rows), chunk):
+        hi = min(len(rows), lo + chunk)
+        distances = _squared_distances(rows[lo:hi], memory)
+        if exclude is not None:
+            own = exclude[lo:hi] >= 0
+            distances[np.nonzero(own)[0], exclude[lo:hi][own]] = np.inf
+        nearest = distances.min(axis=1, keepdims=True)
+        weights = np.exp(-(distances - nearest) / (2 * width**2))
+        weights /= weights.sum(axis=1, keepdims=True)
+        out[lo:hi] = weights @ memory
+    return out
 
 
 class MSET(BaseDetector):
