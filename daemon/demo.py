@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from daemon.adapters.embedded_broker import EmbeddedBrokerProcess
@@ -35,6 +36,7 @@ from simulators.scenario import load_scenario, parse_fault_flag
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SCENARIO = ROOT / "simulators" / "scenarios" / "demo.yaml"
 DEMO_RULES = ROOT / "rules"
+DEMO_MODELS = ROOT / "models"
 _PHASE_STYLE = {"pending": "yellow", "firing": "bold red", "resolved": "green"}
 
 
@@ -124,6 +126,40 @@ def wait_ready(http_port: int, daemon: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"the daemon was not ready within {timeout:.0f} s")
 
 
+def scrape(http_port: int) -> Snapshot:
+    """The daemon's headline figures from its /metrics."""
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return parse_metrics(answer.read().decode())
+
+
+async def wait_ingested(http_port: int, messages: float, limit_s: float = 300.0) -> None:
+    """Wait until the daemon received `messages` in all and its stored points stopped growing."""
+    deadline = time.monotonic() + limit_s
+    last = -1.0
+    while time.monotonic() < deadline:
+        snap = await asyncio.to_thread(scrape, http_port)
+        if snap.received >= messages and snap.stored == last:
+            return
+        last = snap.stored
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"the daemon did not store the history within {limit_s:.0f} s")
+
+
+async def backfill(options: FleetOptions, http_port: int) -> tuple[int, float]:
+    """Publish the fleet's simulated past and wait until the daemon stored it.
+
+    Returns (messages, seconds). The models train on this history (`frontline train`).
+    """
+    started = time.monotonic()
+    before = (await asyncio.to_thread(scrape, http_port)).received
+    fleet = Fleet(replace(options, history_mode="only"))
+    await fleet.run()
+    published = fleet.stats.history_published
+    await wait_ingested(http_port, before + published)
+    return published, time.monotonic() - started
+
+
 class Demo:
     def __init__(
         self,
@@ -154,6 +190,8 @@ class Demo:
             env = daemon_env(broker.host, broker.port, workdir / "data", http_port)
             if isinstance(broker, EmbeddedBrokerProcess):
                 env["FRONTLINE_MQTT__PROTOCOL"] = broker.protocol
+            if DEMO_MODELS.is_dir():
+                env["FRONTLINE_MODELS__PATHS"] = json.dumps([str(DEMO_MODELS)])
             if DEMO_RULES.is_dir():
                 env["FRONTLINE_RULES__PATHS"] = json.dumps([str(DEMO_RULES)])
                 env["FRONTLINE_ACTIONS__ROUTING"] = str(DEMO_RULES / "service" / "routing.yaml")
@@ -180,6 +218,9 @@ class Demo:
                 f"http://127.0.0.1:{http_port}/metrics, {self.devices} devices, "
                 f"scenario {self.scenario.name}, files in {workdir}"
             )
+            if options.history is not None and options.history_mode != "skip":
+                await self._learn(options, http_port, daemon, env)
+                options = replace(options, history_mode="skip")
             snap = await self._watch(Fleet(options), http_port, daemon)
             code = self._stop_daemon(daemon)
             daemon = None
@@ -196,6 +237,26 @@ class Demo:
                 self.console.print(f"kept {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _learn(
+        self,
+        options: FleetOptions,
+        http_port: int,
+        daemon: subprocess.Popen[bytes],
+        env: dict[str, str],
+    ) -> None:
+        """The fleet's past first (the models' training data), then `frontline train`."""
+        assert options.history is not None
+        await asyncio.to_thread(wait_ready, http_port, daemon)
+        hours = options.history.duration / 3600
+        self.console.print(f"publishing {hours:g} h of the fleet's past telemetry (training data)")
+        messages, seconds = await backfill(options, http_port)
+        self.console.print(f"{messages} past messages stored in {seconds:.1f} s; frontline train:")
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "daemon", "train"], env=env, check=False
+        )
+        if done.returncode:
+            self.console.print("[yellow]some models could not be trained (see above)[/]")
 
     def _broker(self, workdir: Path) -> MosquittoProcess | EmbeddedBrokerProcess:
         if self.broker == "embedded" or (self.broker == "auto" and not mosquitto_installed()):
@@ -314,7 +375,7 @@ class Demo:
             self.console.print(
                 f"{time.strftime('%H:%M:%S')} [bold magenta]TICKET  [/] {ticket['id']} "
                 f"{ticket['status']} {ticket['priority']} queue {ticket['queue']} "
-                f"-> {ticket['assignee'] or 'unassigned'}: {ticket['summary']}",
+                f"-> {ticket['assignee'] or 'unassigned'}: {escape(ticket['summary'])}",
                 highlight=False,
             )
         async with session.get(f"http://127.0.0.1:{http_port}/api/v1/alerts") as response:
@@ -330,6 +391,6 @@ class Demo:
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             self.console.print(
                 f"{time.strftime('%H:%M:%S')} [{style}]{state['phase'].upper():8}[/] "
-                f"{state['alert']} on {state['device']} (value {shown}) {summary}",
+                f"{state['alert']} on {state['device']} (value {shown}) {escape(summary)}",
                 highlight=False,
             )

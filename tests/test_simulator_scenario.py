@@ -147,7 +147,7 @@ def test_parse_fault_flag_rejects_bad_input(flag: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("name", "kinds"),
     [
-        ("demo", set(FaultKind) - {FaultKind.HARDWARE, FaultKind.DECORRELATE, FaultKind.WEAR}),
+        ("demo", set(FaultKind) - {FaultKind.HARDWARE}),
         ("basic", set(FaultKind)),
         ("service", set(FaultKind)),
     ],
@@ -159,10 +159,10 @@ def test_shipped_scenarios_load(name: str, kinds: set[FaultKind]) -> None:
     assert {spec.kind for spec in scenario.faults} == kinds
 
 
-def test_demo_faults_all_start_within_40_seconds_of_a_60_second_run() -> None:
-    """Test that the demo's faults all begin in its first 40 seconds."""
+def test_demo_faults_all_start_within_40_seconds() -> None:
+    """Test that the demo's faults all begin in its first 40 seconds, with time for the models'."""
     scenario = load_scenario(SCENARIOS / "demo.yaml")
-    assert scenario.duration == 60.0
+    assert scenario.duration == 300.0
     assert all(spec.start <= 40 for spec in scenario.faults)
 
 

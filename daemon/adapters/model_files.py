@@ -300,7 +300,8 @@ class ModelFileSet:
         self._max_window_s = max_window_s
 
     def load(self) -> tuple[list[ModelSpec], list[ConfigProblem]]:
-        return load_models(self._paths, self._max_window_s)
+        """The specs; a configured path that does not exist holds none (like an empty folder)."""
+        return load_models([p for p in self._paths if p.exists()], self._max_window_s)
 
     def stamp(self) -> object:
         found = []

@@ -112,6 +112,8 @@ class ModelService:
         if problems:
             raise ModelFileInvalid(problems)
         self._stamp = self._files.stamp()
+        if not specs:
+            log.info("no model specs (models.paths): no learned models")
         await self._apply(specs)
         self._schedule_retrains()
 
