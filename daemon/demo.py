@@ -30,7 +30,7 @@ from daemon.adapters.embedded_broker import EmbeddedBrokerProcess
 from daemon.adapters.mosquitto import MosquittoProcess, free_port, mosquitto_installed
 from daemon.config import Settings
 from daemon.metrics import Snapshot, parse_metrics
-from simulators.fleet import Fleet, FleetOptions
+from simulators.fleet import Fleet, FleetOptions, plan_devices
 from simulators.scenario import load_scenario, parse_fault_flag
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +213,7 @@ class Demo:
                 port=broker.port,
                 duration=self.duration,  # the demo runs until --duration or Ctrl-C
             )
+            options = self._fitting(options)
             self.console.print(
                 f"[bold]Frontline demo[/]: mosquitto on {broker.port}, daemon metrics on "
                 f"http://127.0.0.1:{http_port}/metrics, {self.devices} devices, "
@@ -237,6 +238,16 @@ class Demo:
                 self.console.print(f"kept {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+    def _fitting(self, options: FleetOptions) -> FleetOptions:
+        """Drop the scenario's faults on devices a smaller `--devices` fleet does not have."""
+        ids = {identity.device_id for identity in plan_devices(options)}
+        kept = tuple(f for f in options.faults if f.device in ids)
+        for fault in options.faults:
+            if fault.device not in ids:
+                self.console.print(f"no {fault.device} with --devices {options.devices}: "
+                                   f"its {fault.kind} fault is left out")  # fmt: skip
+        return replace(options, faults=kept)
 
     async def _learn(
         self,

@@ -69,6 +69,19 @@ class SeriesWindows:
         hi = bisect_right(times, end_ms)
         return list(zip(times[lo:hi], values[lo:hi], strict=True))
 
+    def arrays(
+        self, device: str, metric: str, start_ms: int, end_ms: int
+    ) -> tuple[array[int], array[float]]:
+        """Times and values with start_ms < ts <= end_ms, as array slices (no tuple per point:
+        the learned models read thousands of devices' windows a round)."""
+        series = self._series.get((device, metric))
+        if series is None:
+            return array("q"), array("d")
+        times, values = series
+        lo = bisect_right(times, start_ms)
+        hi = bisect_right(times, end_ms)
+        return times[lo:hi], values[lo:hi]
+
     def last(self, device: str, metric: str, at_ms: int) -> tuple[int, float] | None:
         series = self._series.get((device, metric))
         if series is None:

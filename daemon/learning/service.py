@@ -22,7 +22,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,9 @@ import numpy as np
 from daemon.adapters.model_registry import ModelRegistry
 from daemon.config import Settings
 from daemon.core.engine import matches
-from daemon.core.modeldata import aligned, grid, live_row, series_of
+from daemon.core.modeldata import aligned, grid, live_row
 from daemon.core.modelspec import RUL_UNITS, ModelSpec
+from daemon.core.rul import features_at_end
 from daemon.core.twin import Twins
 from daemon.core.windows import SeriesWindows
 from daemon.errors import ModelArtefactError, ModelFileInvalid
@@ -55,7 +56,8 @@ class Explanation:
     at_ms: int
     value: float
     version: int
-    contributions: list[tuple[str, float]] = field(default_factory=list)
+    #: each feature's share of the anomaly (None for rul models); ranked when asked for
+    shares: np.ndarray | None = None
 
 
 @dataclass
@@ -255,10 +257,9 @@ class ModelService:
                 if math.isnan(value):  # the model could not score this row
                     continue
                 device = ids[start + offset]
-                points.append(Point(device, spec.metric, now_ms, float(value)))
-                contributions = _top(trained, shares[offset]) if shares is not None else []
+                points.append(Point(device, spec.metric, now_ms, value))
                 self.latest[(device, spec.name)] = Explanation(
-                    now_ms, float(value), trained.version, contributions
+                    now_ms, value, trained.version, None if shares is None else shares[offset]
                 )
         if points:
             await persist(
@@ -272,22 +273,23 @@ class ModelService:
         return len(points)
 
     def _row(self, spec: ModelSpec, device: str, now_ms: int) -> np.ndarray | None:
+        """The device's feature row now, from the windows (None: a feature has no point)."""
         window_ms = int(spec.window_s * 1000)
+        windows = self._windows
         if spec.kind == "anomaly":
             values = [
-                [v for _, v in self._windows.window(device, f.metric, now_ms - window_ms, now_ms)]
+                windows.arrays(device, f.metric, now_ms - window_ms, now_ms)[1]
                 for f in spec.features
             ]
             row = live_row(values, spec.features)
             return None if np.isnan(row).any() else row
-        from daemon.core.rul import features_at_end
-
         step_ms = int(spec.training.step_s * 1000)
         metrics = [f.metric for f in spec.features]
-        history = {
-            m: series_of(self._windows.window(device, m, now_ms - window_ms - step_ms, now_ms))
-            for m in metrics
-        }
+        history = {}
+        for metric in metrics:
+            times, points = windows.arrays(device, metric, now_ms - window_ms - step_ms, now_ms)
+            history[metric] = (np.frombuffer(times, dtype=np.int64),
+                               np.frombuffer(points, dtype=np.float64))  # fmt: skip
         at = grid(now_ms - window_ms, now_ms, step_ms)
         matrix = aligned(history, metrics, at, window_ms)
         keep = ~np.isnan(matrix).any(axis=1)
@@ -304,6 +306,7 @@ class ModelService:
         if found is None or status is None:
             return None
         trained = status.trained
+        contributions = [] if found.shares is None else _top(status.spec, found.shares)
         return {
             "model": model,
             "kind": status.spec.kind,
@@ -314,7 +317,7 @@ class ModelService:
             "unit": status.spec.unit if status.spec.kind == "rul" else None,
             "scored_at_ms": found.at_ms,
             "contributions": [
-                {"feature": name, "share": round(share, 3)} for name, share in found.contributions
+                {"feature": name, "share": round(share, 3)} for name, share in contributions
             ],
         }
 
@@ -425,7 +428,7 @@ def _predict(trained: Trained, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return trained.rul.predict(rows), None
 
 
-def _top(trained: Trained, shares: np.ndarray) -> list[tuple[str, float]]:
-    names = [f.label for f in trained.spec.features]
+def _top(spec: ModelSpec, shares: np.ndarray) -> list[tuple[str, float]]:
+    names = [f.label for f in spec.features]
     order = np.argsort(-shares)[:TOP_CONTRIBUTIONS]
     return [(names[i], float(shares[i])) for i in order.tolist() if shares[i] > 0]
