@@ -397,10 +397,8 @@ class Fleet:
         past = wear_run_faults(runs, identities)
         for run_fault in past:
             fault = run_fault.fault
-            model = fault.wear.part if fault.wear else ""
-            logger.info(
-                "history: %s wears out (%s) on %s", fault.fault_id, model, fault.spec.device
-            )
+            part = fault.wear.part if fault.wear else ""
+            logger.info("history: %s wears out (%s) on %s", fault.fault_id, part, fault.spec.device)
             log.write(fault_started_event(fault, _product(identities, fault.spec.device),
                                           fault.spec.remaining_life, history=True))  # fmt: skip
             log.write(fault_ended_event(fault, run_fault.until, "repaired", history=True))
