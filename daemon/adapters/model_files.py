@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from daemon.adapters.rule_files import fingerprint, rule_paths
 from daemon.adapters.yaml_source import (
     Loc,
     YamlSource,
@@ -48,7 +49,6 @@ from daemon.core.modelspec import (
 from daemon.core.rul import resolve_params
 from daemon.errors import ConfigProblem
 
-SUFFIXES = {".yaml", ".yml"}
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MATCH_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
@@ -110,14 +110,8 @@ class _File(_Model):
 
 
 def model_paths(paths: Iterable[Path]) -> list[Path]:
-    """Expand directories to the spec files directly in them."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file()))
-        else:
-            found.append(path)
-    return found
+    """Expand directories to the spec files directly in them (as for rule files)."""
+    return rule_paths(paths)
 
 
 def is_model_file(path: Path) -> bool:
@@ -304,11 +298,4 @@ class ModelFileSet:
         return load_models([p for p in self._paths if p.exists()], self._max_window_s)
 
     def stamp(self) -> object:
-        found = []
-        for path in model_paths(self._paths):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            found.append((str(path), stat.st_mtime_ns, stat.st_size))
-        return tuple(found)
+        return fingerprint(self._paths)
