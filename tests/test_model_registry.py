@@ -13,6 +13,8 @@ from daemon.core.modeldata import episodes, feature_rows, grid, live_row, series
 from daemon.core.modelspec import Feature
 from daemon.errors import ModelArtefactError
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _save(registry: ModelRegistry, value: float, keep: int = 5) -> int:
     return registry.save("m", {"rows": int(value)}, {"w": np.full(3, value)}, keep)
@@ -115,3 +117,59 @@ def test_an_empty_window_is_nan_not_zero() -> None:
 def test_episodes_split_a_history_into_lives_at_each_failure() -> None:
     failed = np.array([0, 0, 0, 1, 1, 0, 0, 1, 0, 0], dtype=bool)
     assert episodes(failed) == [(0, 4, True), (5, 8, True), (8, 10, False)]
+
+
+def _trained_versions(data_dir: Path, count: int) -> None:
+    """`count` real versions of the shipped boiler_health spec, fitted on synthetic rows."""
+    from daemon.adapters.model_files import load_models
+    from daemon.learning.trainer import Dataset, fit
+
+    spec = next(s for s in load_models([ROOT / "models"])[0] if s.name == "boiler_health")
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(400, 1))
+    rows = np.hstack(
+        [base * 3 + 65, base * 3 + 55, base * 30 + 40, rng.normal(1.5, 0.05, (400, 1))]
+    )
+    registry = ModelRegistry(data_dir / "models")
+    for _ in range(count):
+        meta, arrays = fit(spec, Dataset(devices=4, rows=rows), 1_700_000_000_000)
+        registry.save(spec.name, meta, arrays)
+
+
+def test_models_list_show_and_rollback_from_the_command_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from daemon.cli import cli
+
+    _trained_versions(tmp_path, 2)
+    env = {"FRONTLINE_DATA_DIR": str(tmp_path)}
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["models", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    rows = {m["name"]: m for m in json.loads(listed.output)["models"]}
+    assert rows["boiler_health"]["current"] == 2
+    assert rows["boiler_health"]["rows"] == 400
+    assert rows["heat_pump_wear"]["current"] is None  # a spec without a version: untrained
+    shown = runner.invoke(cli, ["models", "show", "boiler_health"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "* v2: trained" in shown.output
+    rolled = runner.invoke(cli, ["models", "rollback", "boiler_health"], env=env)
+    assert rolled.exit_code == 0, rolled.output
+    assert "v1 is current (was v2)" in rolled.output
+    assert ModelRegistry(tmp_path / "models").current("boiler_health") == 1
+    refused = runner.invoke(cli, ["models", "rollback", "boiler_health"], env=env)
+    assert refused.exit_code == 1
+    assert "no version older than v1" in refused.output
+
+
+def test_train_says_why_a_model_cannot_be_trained_yet(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from daemon.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["train", "heat_pump_wear"], env={"FRONTLINE_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 1
+    assert "not trained" in result.output
+    assert "run(s) to failure" in result.output
