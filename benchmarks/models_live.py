@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,13 +66,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import daemon.learning.service as service_module  # noqa: E402
+from benchmarks.simdata import kind_of, simulate  # noqa: E402
 from daemon.adapters.model_files import ModelFileSet, load_models  # noqa: E402
 from daemon.adapters.model_registry import ModelRegistry  # noqa: E402
 from daemon.adapters.store_sqlite import SqliteSeriesStore  # noqa: E402
 from daemon.config import RulesSettings, Settings  # noqa: E402
 from daemon.core.alerts import AlertState  # noqa: E402
 from daemon.core.engine import DeviceContext, Watch, evaluate_group, matches  # noqa: E402
-from daemon.core.modeldata import Series, feature_rows, grid  # noqa: E402
+from daemon.core.modeldata import feature_rows, grid  # noqa: E402
 from daemon.core.modelspec import ModelSpec  # noqa: E402
 from daemon.core.rulefmt import Group, parse_rule_file  # noqa: E402
 from daemon.core.twin import DeviceTwin, Twins  # noqa: E402
@@ -82,9 +83,9 @@ from daemon.learning.trained import restore  # noqa: E402
 from daemon.learning.trainer import Dataset, _lives, fit  # noqa: E402
 from daemon.metrics import Metrics  # noqa: E402
 from daemon.rules import alert_params  # noqa: E402
-from simulators.faults import FaultKind, FaultSpec, apply_faults, start_fault  # noqa: E402
+from simulators.faults import FaultKind, FaultSpec, start_fault  # noqa: E402
 from simulators.history import DEFAULT_WEAR_LIFE_S, PastFault  # noqa: E402
-from simulators.models import MODELS, DeviceModel  # noqa: E402
+from simulators.models import DeviceModel  # noqa: E402
 
 MODELS_DIR = ROOT / "models"
 DOCS = ROOT / "docs" / "models.md"
@@ -98,48 +99,9 @@ TRAIN_DEVICES = 8  # healthy devices per anomaly model's training history
 WEAR_DEVICES = 6  # devices whose part wears out and fails, for the rul model's history
 REPAIR_S = 1800.0  # a failed part is replaced this long after (simulators.history default)
 REFERENCE_THRESHOLD = 1_000_000  # never met: the rule costs its evaluation, never an alert
-ZONES = (-1.0, 0.0, 1.0, 2.0)  # the devices' UTC offsets (their daily cycles differ)
 
 
 # -- simulated telemetry ------------------------------------------------------------------------
-def simulate(
-    model: DeviceModel[Any],
-    seed: str,
-    start_s: float,
-    end_s: float,
-    step_s: float,
-    faults: Sequence[PastFault] = (),
-) -> dict[str, Series]:
-    """One device's telemetry from `start_s` to `end_s`, a sample every `step_s`: per metric
-    (times in ms, values); booleans are 0/1 as the daemon stores them, text is left out."""
-    traits = random.Random(seed)
-    state = model.initial_state(traits, traits.choice(ZONES))
-    rng = random.Random(f"{seed}:samples")
-    columns: dict[str, tuple[list[int], list[float]]] = {}
-    now = start_s + rng.uniform(0.0, step_s)
-    while now < end_s:
-        values, state = model.sample(now, state, rng)
-        active = [p.fault for p in faults if p.fault.started_at <= now < p.until]
-        if active:
-            values = apply_faults(values, active, now, rng)
-        ms = int(now * 1000)
-        for name, value in values.items():
-            if isinstance(value, bool):
-                number = 1.0 if value else 0.0
-            elif isinstance(value, int | float):
-                number = float(value)
-            else:
-                continue
-            times, numbers = columns.setdefault(name, ([], []))
-            times.append(ms)
-            numbers.append(number)
-        now += step_s
-    return {
-        name: (np.asarray(times, dtype=np.int64), np.asarray(numbers, dtype=np.float64))
-        for name, (times, numbers) in columns.items()
-    }
-
-
 def wear_runs(
     model: DeviceModel[Any], device: str, start_s: float, end_s: float, rng: random.Random
 ) -> list[PastFault]:
@@ -155,18 +117,6 @@ def wear_runs(
         spec = FaultSpec(device, FaultKind.WEAR, params={"life": life}, id=fault_id)
         runs.append(PastFault(start_fault(fault_id, spec, model, cursor), cursor + life + REPAIR_S))
         cursor += life + REPAIR_S + rng.uniform(600.0, 3600.0)
-
-
-def kind_of(spec: ModelSpec) -> DeviceModel[Any]:
-    """The simulated device model whose devices the spec's `match` selects."""
-    for model in MODELS.values():
-        if matches(spec.match, probe(model)):
-            return model
-    sys.exit(f"{spec.name}: its match {spec.match} selects none of the simulated device models")
-
-
-def probe(model: DeviceModel[Any]) -> DeviceTwin:
-    return DeviceTwin(f"{model.name}-probe", first_seen_ms=0, meta={"model": model.product})
 
 
 def training_data(spec: ModelSpec, model: DeviceModel[Any]) -> Dataset:
