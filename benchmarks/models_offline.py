@@ -26,8 +26,8 @@ code at every step:
    alert state machine with `for` and `keep_firing_for`) every group interval, over the model
    outputs (read for three scoring intervals, as in the daemon), the telemetry windows the rules
    read and the device's attributes (`state("mode")`). Not `daemon.core.replay`: it keeps a
-   model's output for one second only, so a replay longer than 256 ticks reads `anomaly()` as
-   unknown after each of its periodic trims.
+   model's output for one second only, so after each of its periodic trims (every 256 ticks)
+   `anomaly()` reads unknown until the model's next output.
 
 Reported per model: detections of the decorrelation (how long after the fault's start, and
 whether before the customer notices, `customer_impact_at` in the fault's ground truth), false
