@@ -126,10 +126,9 @@ def _trained_versions(data_dir: Path, count: int) -> None:
 
     spec = next(s for s in load_models([ROOT / "models"])[0] if s.name == "boiler_health")
     rng = np.random.default_rng(3)
-    base = rng.normal(size=(400, 1))
-    rows = np.hstack(
-        [base * 3 + 65, base * 3 + 55, base * 30 + 40, rng.normal(1.5, 0.05, (400, 1))]
-    )
+    base = rng.normal(size=(400, 1))  # every feature follows one signal, with its own noise
+    width = len(spec.features)
+    rows = base * np.arange(1, width + 1) + rng.normal(0, 0.1, (400, width)) + 50
     registry = ModelRegistry(data_dir / "models")
     for _ in range(count):
         meta, arrays = fit(spec, Dataset(devices=4, rows=rows), 1_700_000_000_000)

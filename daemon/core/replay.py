@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from daemon.core.alerts import AlertParams, AlertState, Transition
 from daemon.core.engine import DeviceContext, Watch, evaluate_group, matches
 from daemon.core.expr import referenced_metrics
+from daemon.core.modelspec import SCORE_PREFIX
 from daemon.core.rulefmt import Group, Rule
 from daemon.core.twin import DeviceTwin
 from daemon.core.windows import SeriesWindows
@@ -56,7 +57,12 @@ def replay(
     """
     needed = horizons(groups)
     longest = max([*needed.values(), 0.0])
-    windows = SeriesWindows({m: max(s, 1.0) for m, s in needed.items()})
+    # A model's output (`model:<name>`) is read as its latest value: kept for a few intervals, as
+    # the daemon keeps it for a few scoring intervals (the replay does not know those).
+    outputs = max([180.0, *(3 * g.interval_s for g in groups)])
+    windows = SeriesWindows({
+        m: max(s, outputs if m.startswith(SCORE_PREFIX) else 1.0) for m, s in needed.items()
+    })  # fmt: skip
     ticks = sorted({
         t for g in groups for t in range(start_ms, end_ms + 1, int(g.interval_s * 1000))
     })  # fmt: skip
