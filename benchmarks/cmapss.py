@@ -22,7 +22,8 @@ Usage:
     python benchmarks/cmapss.py [--data DIR] [--tune] [--write-docs]
 
 `--data` is a folder with train_FD001.txt, test_FD001.txt and RUL_FD001.txt (default
-$FRONTLINE_DATASETS/cmapss, else ../shared/datasets/cmapss beside the repository).
+$FRONTLINE_DATASETS/cmapss, else the data sets folder the development machines keep beside the
+repository; pass --data on any other machine).
 `--write-docs` replaces the table between the cmapss-table markers in docs/models.md.
 """
 

@@ -22,7 +22,8 @@ Usage:
     python benchmarks/skab.py [--data DIR] [--detector KIND ...] [--write-docs]
 
 `--data` is a copy of the public SKAB repository's `data` folder, or its parent (default
-$FRONTLINE_DATASETS/skab, else ../shared/datasets/skab beside the repository).
+$FRONTLINE_DATASETS/skab, else the data sets folder the development machines keep beside the
+repository; pass --data on any other machine).
 `--write-docs` replaces the table between the skab-table markers in docs/models.md.
 """
 
