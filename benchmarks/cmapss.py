@@ -41,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.docblock import replace_block  # noqa: E402
 from daemon.adapters.sklearn_rul import fit_rul  # noqa: E402
 from daemon.core.rul import History, RulModel, rolling_features  # noqa: E402
 
@@ -142,12 +143,7 @@ def table(rows: list[tuple[str, str, str]]) -> str:
 
 def write_docs(block: str) -> None:
     path = ROOT / "docs" / "models.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if MARK_START not in text or MARK_END not in text:
-        sys.exit(f"{path}: the markers {MARK_START} ... {MARK_END} are missing")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    path.write_text(f"{head}{MARK_START}\n{block}\n{MARK_END}{tail}", encoding="utf-8")
+    replace_block(path, MARK_START, MARK_END, block)
     print(f"wrote the table into {path.relative_to(ROOT)}")
 
 

@@ -6,10 +6,10 @@ What runs is the daemon's own scoring path on the shipped specs (`models/*.yaml`
 1. Training: each spec is fitted (`daemon.learning.trainer.fit`) on a `Dataset` built from
    simulated history, with the simulator's physics (`simulators/models.py`): anomaly models on
    healthy devices of their kind over the spec's `training.history`, one row every
-   `training.step` (the trainer's own `feature_rows`); the rul model on devices whose part wears
-   out and fails (the simulator's `wear` fault, lives of 1.5-2.5 h, repaired 30 min after the
-   failure), cut into lives by the trainer's own `_lives`. The versions are saved into a
-   temporary `ModelRegistry`.
+   `training.step`; the rul model on devices whose part wears out and fails (the simulator's
+   `wear` fault, lives of 1.5-2.5 h, repaired 30 min after the failure), cut into lives. Both
+   are shaped by the trainer's own `Dataset.add_device`, as `frontline train` shapes them. The
+   versions are saved into a temporary `ModelRegistry`.
 2. The fleet: every shipped model scores `--devices` devices. Each device kind a spec matches
    gets `--devices` devices (with the shipped specs: heat pumps, scored by heat_pump_health and
    heat_pump_wear; boilers, by boiler_health; freezers, by freezer_health). Each device's
@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import daemon.learning.service as service_module  # noqa: E402
+from benchmarks.docblock import replace_block  # noqa: E402
 from benchmarks.simdata import kind_of, simulate  # noqa: E402
 from daemon.adapters.model_files import ModelFileSet, load_models  # noqa: E402
 from daemon.adapters.model_registry import ModelRegistry  # noqa: E402
@@ -73,14 +74,13 @@ from daemon.adapters.store_sqlite import SqliteSeriesStore  # noqa: E402
 from daemon.config import RulesSettings, Settings  # noqa: E402
 from daemon.core.alerts import AlertState  # noqa: E402
 from daemon.core.engine import DeviceContext, Watch, evaluate_group, matches  # noqa: E402
-from daemon.core.modeldata import feature_rows, grid  # noqa: E402
 from daemon.core.modelspec import ModelSpec  # noqa: E402
 from daemon.core.rulefmt import Group, parse_rule_file  # noqa: E402
 from daemon.core.twin import DeviceTwin, Twins  # noqa: E402
 from daemon.core.windows import SeriesWindows  # noqa: E402
 from daemon.learning.service import ModelService, ModelStatus  # noqa: E402
 from daemon.learning.trained import restore  # noqa: E402
-from daemon.learning.trainer import Dataset, _lives, fit  # noqa: E402
+from daemon.learning.trainer import Dataset, fit  # noqa: E402
 from daemon.metrics import Metrics  # noqa: E402
 from daemon.rules import alert_params  # noqa: E402
 from simulators.faults import FaultKind, FaultSpec, start_fault  # noqa: E402
@@ -123,11 +123,8 @@ def training_data(spec: ModelSpec, model: DeviceModel[Any]) -> Dataset:
     """The spec's training set from simulated history, shaped as `trainer.gather` shapes it."""
     end_s = NOW_MS / 1000
     start_s = end_s - spec.training.history_s
-    window_ms = int(spec.window_s * 1000)
-    step_ms = int(spec.training.step_s * 1000)
     count = TRAIN_DEVICES if spec.kind == "anomaly" else WEAR_DEVICES
     data = Dataset(devices=count)
-    blocks = []
     for n in range(count):
         device = f"train-{spec.name}-{n}"
         faults = []
@@ -137,18 +134,8 @@ def training_data(spec: ModelSpec, model: DeviceModel[Any]) -> Dataset:
         history = simulate(
             model, device, start_s - spec.window_s, end_s, spec.training.step_s, faults
         )
-        first = min(int(times[0]) for times, _ in history.values() if len(times))
-        at = grid(max(int(start_s * 1000), first), NOW_MS, step_ms)
-        if spec.kind == "anomaly":
-            rows = feature_rows(history, spec.features, window_ms, at)
-            keep = ~np.isnan(rows).any(axis=1)
-            data.dropped += int((~keep).sum())
-            blocks.append(rows[keep])
-        else:
-            data.lives += _lives(spec, history, at)
-    if blocks:
-        data.rows = np.vstack(blocks)
-    return data
+        data.add_device(spec, history, int(start_s * 1000), NOW_MS)
+    return data.finish()
 
 
 # -- the fleet ----------------------------------------------------------------------------------
@@ -614,13 +601,9 @@ def machine() -> str:
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    if MARK_START not in text or MARK_END not in text:
-        sys.exit(f"{DOCS.relative_to(ROOT)}: the markers {MARK_START} ... {MARK_END} are missing")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    DOCS.write_text(f"{head}{MARK_START}\n{block}\n{MARK_END}{tail}", encoding="utf-8")
-    print(f"wrote the figures into {DOCS.relative_to(ROOT)}")
+    path = DOCS
+    replace_block(path, MARK_START, MARK_END, block)
+    print(f"wrote the figures into {path.relative_to(ROOT)}")
 
 
 def main() -> None:

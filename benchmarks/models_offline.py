@@ -66,6 +66,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.docblock import replace_block  # noqa: E402
 from benchmarks.simdata import kind_of, simulate  # noqa: E402
 from daemon.adapters.model_files import load_models  # noqa: E402
 from daemon.config import RulesSettings  # noqa: E402
@@ -710,13 +711,9 @@ def detail(cases: Sequence[Case]) -> str:
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    if MARK_START not in text or MARK_END not in text:
-        sys.exit(f"{DOCS.relative_to(ROOT)}: the markers {MARK_START} ... {MARK_END} are missing")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    DOCS.write_text(f"{head}{MARK_START}\n{block}\n{MARK_END}{tail}", encoding="utf-8")
-    print(f"wrote the figures into {DOCS.relative_to(ROOT)}")
+    path = DOCS
+    replace_block(path, MARK_START, MARK_END, block)
+    print(f"wrote the figures into {path.relative_to(ROOT)}")
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.docblock import replace_block  # noqa: E402
 from daemon.cli.detect import (  # noqa: E402
     DetectError,
     Plan,
@@ -138,13 +139,9 @@ def table(results: list[Result]) -> str:
 
 
 def write_docs(block: str) -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    if MARK_START not in text or MARK_END not in text:
-        sys.exit(f"{DOCS} has no {MARK_START} ... {MARK_END} block")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    DOCS.write_text(f"{head}{MARK_START}\n{block}\n{MARK_END}{tail}", encoding="utf-8")
-    print(f"wrote the table into {DOCS.relative_to(ROOT)}")
+    path = DOCS
+    replace_block(path, MARK_START, MARK_END, block)
+    print(f"wrote the table into {path.relative_to(ROOT)}")
 
 
 def main() -> None:

@@ -43,6 +43,31 @@ class Dataset:
     dropped: int = 0  # rows with a feature missing
     #: rul: one (times in the spec's unit, values (n, f), ended in failure) per life
     lives: list[tuple[np.ndarray, np.ndarray, bool]] = field(default_factory=list)
+    _blocks: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def add_device(
+        self, spec: ModelSpec, history: dict[str, Series], start_ms: int, now_ms: int
+    ) -> None:
+        """Shape one device's history (metric -> series since `start_ms` less a window) for
+        the model's kind: rows every `training.step` (anomaly) or lives (rul)."""
+        first = min((int(t[0]) for t, _ in history.values() if len(t)), default=None)
+        if first is None:
+            return
+        at = grid(max(start_ms, first), now_ms, int(spec.training.step_s * 1000))
+        if spec.kind == "anomaly":
+            rows = feature_rows(history, spec.features, int(spec.window_s * 1000), at)
+            keep = ~np.isnan(rows).any(axis=1)
+            self.dropped += int((~keep).sum())
+            self._blocks.append(rows[keep])
+        else:
+            self.lives += _lives(spec, history, at)
+
+    def finish(self) -> Dataset:
+        """Stack the devices' rows into `rows`; returns the dataset."""
+        if self._blocks:
+            self.rows = np.vstack(self._blocks)
+            self._blocks = []
+        return self
 
 
 async def _history(
@@ -60,28 +85,15 @@ async def gather(
 ) -> Dataset:
     """Read the history of every matching device and shape it for the model's kind."""
     devices = [t for t in twins if matches(spec.match, t)]
-    step_ms = int(spec.training.step_s * 1000)
     window_ms = int(spec.window_s * 1000)
     start_ms = now_ms - int(spec.training.history_s * 1000)
     data = Dataset(devices=len(devices))
-    blocks: list[np.ndarray] = []
     for done, twin in enumerate(devices, 1):
         history = await _history(store, twin.id, spec.metrics, start_ms - window_ms, now_ms)
-        first = min((int(t[0]) for t, _ in history.values() if len(t)), default=None)
-        if first is not None:
-            at = grid(max(start_ms, first), now_ms, step_ms)
-            if spec.kind == "anomaly":
-                rows = feature_rows(history, spec.features, window_ms, at)
-                keep = ~np.isnan(rows).any(axis=1)
-                data.dropped += int((~keep).sum())
-                blocks.append(rows[keep])
-            else:
-                data.lives += _lives(spec, history, at)
+        data.add_device(spec, history, start_ms, now_ms)
         if progress is not None:
             progress(done, len(devices))
-    if blocks:
-        data.rows = np.vstack(blocks)
-    return data
+    return data.finish()
 
 
 def _lives(
