@@ -222,9 +222,12 @@ class ModelService:
                     if status.trained is not None and now >= status.next_due_ms:
                         status.next_due_ms = now + int(status.spec.interval_s * 1000)
                         await self.score(status, now)
-                    self._maybe_train_missing(status, now)
                 if time.monotonic() - last_check >= self.settings.rules.watch_interval:
                     last_check = time.monotonic()
+                    for status in list(self.models.values()):
+                        # its guess walks every twin: with the other periodic checks, not at
+                        # every turn of the scoring loop
+                        self._maybe_train_missing(status, now)
                     self.refresh_versions()
                     if self.settings.rules.watch and self._files.stamp() != self._stamp:
                         await self.reload("spec files changed")
