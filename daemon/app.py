@@ -96,7 +96,9 @@ class App:
             )
             self.twins = twins
             limits = Limits(
-                max_payload_bytes=s.ingest.max_payload_bytes, max_batch=s.ingest.max_batch
+                max_payload_bytes=s.ingest.max_payload_bytes,
+                max_batch=s.ingest.max_batch,
+                arrays=s.ingest.arrays,
             )
             ingest = MqttIngest(s.mqtt, limits)
             windows = SeriesWindows()

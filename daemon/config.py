@@ -91,6 +91,8 @@ class StoreSettings(_Section):
 class IngestSettings(_Section):
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     max_batch: int = Field(1000, ge=1)
+    #: arrays of numbers in payloads: `ignore` (dropped, counted) or `index` (`name_0`, ...)
+    arrays: Literal["ignore", "index"] = "ignore"
     dead_letter_retention: Seconds = 7 * 86400
     #: dead letters kept at most (rows, and bytes of topic + detail + payload); oldest go first
     dead_letter_max_rows: int = Field(10_000, ge=1)

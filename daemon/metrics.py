@@ -19,6 +19,17 @@ class Metrics:
         self.rejected = Counter(
             "frontline_messages_rejected", "Messages rejected, by reason", ["reason"], registry=r
         )
+        self.fields_dropped = Counter(
+            "frontline_fields_dropped",
+            "Fields of accepted messages that were not stored, by reason (docs/devices.md)",
+            ["reason"],
+            registry=r,
+        )
+        self.fields_renamed = Counter(
+            "frontline_fields_renamed",
+            "Fields stored under a canonical name other than the one the device sent",
+            registry=r,
+        )
         self.dead_letters_dropped = Counter(
             "frontline_dead_letters_dropped",
             "Dead letters dropped, oldest first, to keep the table within its row and byte bounds",

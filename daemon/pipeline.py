@@ -76,6 +76,9 @@ class IngestPipeline:
             if isinstance(message, Telemetry):
                 counts["telemetry"] = counts.get("telemetry", 0) + 1
                 device = message.device
+                self._twins.claim_names(message)
+                if message.notes is not None:
+                    self._count_notes(message)
                 for sample in message.samples:
                     ts = sample.ts_ms
                     points.extend(Point(device, m, ts, v) for m, v in sample.metrics.items())
@@ -94,6 +97,16 @@ class IngestPipeline:
         # took up to 2.3 s during a burst (measured), which the event loop must not wait for.
         await asyncio.to_thread(self._source.ack, items)
         self._stamps.acknowledged(stamped)
+
+    def _count_notes(self, message: Telemetry) -> None:
+        notes = message.notes
+        assert notes is not None
+        if notes.renamed:
+            self._metrics.fields_renamed.inc(len(notes.renamed))
+        for name, reason in notes.dropped:
+            self._metrics.fields_dropped.labels(reason).inc()
+            if self._limiter.allow((message.device, "field:" + reason), time.time()) is not None:
+                log.info("dropped field %r of %s: %s", name, message.device, reason)
 
     async def _persist(
         self,

@@ -44,9 +44,9 @@ VALID = [
 
 MALFORMED = [
     ("devices/dev-a/telemetry", b"this is not json", "not_json"),
-    ("devices/dev-a/telemetry", b'{"temp": {"inner": 1}}', "bad_value"),
+    ("devices/dev-a/telemetry", b'{"temp": null}', "nothing_usable"),
     ("devices/dev-b/telemetry", b'{"ts": 1, "values": {"pressure": [1, 2]}}', "bad_ts"),
-    ("devices/dev-b/telemetry", orjson.dumps({"values": {"pressure": [1, 2]}}), "bad_value"),
+    ("devices/dev-b/telemetry", orjson.dumps({"values": {"pressure": [1, 2]}}), "nothing_usable"),
     ("devices/dev-b/telemetry", b'{"values": {"pressure": NaN}}', "non_finite"),
     ("devices/dev-c/telemetry", b'{"ts": "last tuesday", "values": {"level": 1}}', "bad_ts"),
     ("devices/dev-c/telemetry", b'[{"level": 1}, [2]]', "bad_shape"),

@@ -6,13 +6,18 @@ import orjson
 import pytest
 
 from daemon.core.payloads import (
+    CANONICAL,
     MIN_TS_MS,
+    FieldNotes,
     Limits,
     Sample,
+    canonical_name,
     parse_meta,
     parse_status,
     parse_telemetry,
+    parse_telemetry_fields,
     parse_timestamp,
+    sample_from_values,
 )
 from daemon.errors import PayloadRejected
 
@@ -66,7 +71,10 @@ ACCEPTED = [
         id="name-at-limit",
     ),
     pytest.param(
-        b'{"_x9": 1, "T_2": 2}', [Sample(RECEIVED, {"_x9": 1.0, "T_2": 2.0})], id="identifier-names"
+        b'{"_x9": 1, "T_2": 2}', [Sample(RECEIVED, {"_x9": 1.0, "t_2": 2.0})], id="identifier-names"
+    ),
+    pytest.param(
+        b'[{"a": 1}, {}]', [Sample(RECEIVED, {"a": 1.0})], id="empty-item-in-batch-is-skipped"
     ),
 ]
 
@@ -153,15 +161,16 @@ REJECTED = [
     pytest.param(b'[[{"a": 1}]]', None, "bad_shape", id="nested-list-in-batch"),
     pytest.param(b'[{"a": 1}, 5]', None, "bad_shape", id="number-in-batch"),
     pytest.param(b'[{"a": 1}, null]', None, "bad_shape", id="null-in-batch"),
-    # bad_value
-    pytest.param(b'{"a": {"b": 1}}', None, "bad_value", id="nested-object"),
-    pytest.param(b'{"a": [1, 2]}', None, "bad_value", id="list-value"),
-    pytest.param(b'{"a": null}', None, "bad_value", id="null-value"),
-    pytest.param(('{"a": "' + "x" * 129 + '"}').encode(), None, "bad_value", id="long-string"),
+    # nothing_usable: every field dropped (one usable field keeps the message)
+    pytest.param(b'{"a": null}', None, "nothing_usable", id="only-null"),
+    pytest.param(b'{"a": [1, 2]}', None, "nothing_usable", id="only-ignored-array"),
+    pytest.param(b'{"a": [{"b": 1}]}', None, "nothing_usable", id="only-array-of-objects"),
+    pytest.param(('{"a": "' + "x" * 129 + '"}').encode(), None, "nothing_usable", id="long-string"),
     pytest.param(b'{"a": "long"}', SMALL, "ok", id="string-at-custom-limit"),
-    pytest.param(b'{"a": "longer"}', SMALL, "bad_value", id="string-over-custom-limit"),
-    pytest.param(b'{"values": {"a": {}}}', None, "bad_value", id="nested-object-in-values"),
-    pytest.param(b'[{"a": 1}, {"a": [1]}]', None, "bad_value", id="whole-batch-rejected"),
+    pytest.param(b'{"a": "longer"}', SMALL, "nothing_usable", id="string-over-custom-limit"),
+    pytest.param(b'{"values": {"a": {}}}', None, "empty", id="only-empty-object"),
+    pytest.param(b'[{"a": 1}, {"a": [1]}]', None, "ok", id="batch-keeps-usable-items"),
+    pytest.param(b'{"a": {"b": 1}}', None, "ok", id="nested-object-flattened"),
     # bad_ts
     pytest.param(b'{"ts": "yesterday", "a": 1}', None, "bad_ts", id="ts-not-a-time"),
     pytest.param(b'{"ts": "2023-13-01T00:00:00Z", "a": 1}', None, "bad_ts", id="ts-bad-month"),
@@ -185,21 +194,15 @@ REJECTED = [
         "bad_ts",
         id="ts-string-too-long",
     ),
-    # bad_name
-    pytest.param(b'{"1abc": 1}', None, "bad_name", id="name-starts-with-digit"),
-    pytest.param(b'{"temp-c": 1}', None, "bad_name", id="name-with-dash"),
-    pytest.param(b'{"a b": 1}', None, "bad_name", id="name-with-space"),
-    pytest.param(b'{"a.b": 1}', None, "bad_name", id="name-with-dot"),
-    pytest.param(b'{"": 1}', None, "bad_name", id="name-empty"),
-    pytest.param('{"temp\u00e9": 1}'.encode(), None, "bad_name", id="name-non-ascii"),
-    pytest.param(('{"' + "a" * 65 + '": 1}').encode(), None, "bad_name", id="name-too-long"),
-    pytest.param(b'{"values": {"a/b": 1}}', None, "bad_name", id="name-in-values"),
+    # bad_name: only a name past the length limit (any other name is canonicalised)
+    pytest.param(('{"' + "a" * 257 + '": 1}').encode(), None, "nothing_usable", id="name-too-long"),
+    pytest.param(b'{"": 1}', None, "nothing_usable", id="name-empty"),
     # empty
     pytest.param(b"{}", None, "empty", id="empty-object"),
     pytest.param(b"[]", None, "empty", id="empty-batch"),
     pytest.param(b'{"values": {}}', None, "empty", id="empty-values"),
     pytest.param(b'{"ts": 1699999999000}', None, "empty", id="only-ts"),
-    pytest.param(b'[{"a": 1}, {}]', None, "empty", id="empty-item-in-batch"),
+    pytest.param(b"[{}, {}]", None, "empty", id="only-empty-items-in-batch"),
     # batch_too_large / too_many_values
     pytest.param(b'[{"a":1},{"a":2},{"a":3}]', SMALL, "batch_too_large", id="batch-small-limit"),
     pytest.param(_big_batch(1001), None, "batch_too_large", id="batch-1001"),
@@ -321,3 +324,120 @@ def test_meta_rejected(payload: bytes, reason: str) -> None:
     with pytest.raises(PayloadRejected) as info:
         parse_meta(payload)
     assert info.value.reason == reason
+
+
+# -- names and nested JSON (docs/devices.md, "Names" and "Nested JSON") -------------------------
+
+CANONICAL_NAMES = [
+    ("Volume Flow RateRMS", "volume_flow_raterms"),
+    ("outdoor-temp", "outdoor_temp"),
+    ("flow rate", "flow_rate"),
+    ("ENERGY.Total", "energy_total"),
+    ("switch:0.aenergy.total", "switch_0_aenergy_total"),
+    ("Température °C", "temperature_c"),
+    ("  --x--  ", "x"),
+    ("1st stage", "_1st_stage"),
+    ("temp", "temp"),
+    ("a" * 64, "a" * 64),
+    ("A" * 80, "a" * 64),
+]
+
+
+@pytest.mark.parametrize(("name", "canonical"), CANONICAL_NAMES)
+def test_canonical_names(name: str, canonical: str) -> None:
+    """Test the one canonicalisation rule on names of every kind a device sends."""
+    assert canonical_name(name) == canonical
+    assert canonical_name(canonical) == canonical  # idempotent
+
+
+def test_names_without_latin_letters_get_a_stable_hashed_name() -> None:
+    """Test that a name with nothing to keep becomes `m_<hash>`, the same every time."""
+    first = canonical_name("温度")
+    assert first.startswith("m_")
+    assert len(first) == 12
+    assert canonical_name("温度") == first
+    assert canonical_name("湿度") != first
+
+
+def test_every_canonical_name_is_an_identifier() -> None:
+    """Test that the canonical form of awkward names is a valid rule identifier."""
+    for name in ["", "_", "..", "Ω", "a\u0301", "💧 flow", "x" * 300, "9", "__a__"]:
+        assert CANONICAL.fullmatch(canonical_name(name)) is not None, name
+
+
+def test_the_skab_header_is_stored_whole() -> None:
+    """Test that a SKAB row (names with spaces and capitals) keeps all 8 columns, renamed."""
+    row = {
+        "Accelerometer1RMS": 0.2,
+        "Accelerometer2RMS": 0.26,
+        "Current": 2.4,
+        "Pressure": 0.38,
+        "Temperature": 89.7,
+        "Thermocouple": 29.1,
+        "Voltage": 229.4,
+        "Volume Flow RateRMS": 32.0,
+    }
+    payload = orjson.dumps({"ts": TS, "values": row})
+    samples, notes = parse_telemetry_fields(payload, RECEIVED)
+    assert samples == [Sample(TS, {canonical_name(k): float(v) for k, v in row.items()})]
+    assert notes.renamed["volume_flow_raterms"] == "Volume Flow RateRMS"
+    assert notes.dropped == []
+
+
+def test_nested_objects_are_flattened_and_leftovers_dropped_per_field() -> None:
+    """Test a Tasmota-style payload: nested objects flattened, nulls and arrays counted."""
+    payload = orjson.dumps(
+        {
+            "ENERGY": {"Total": 12.3, "Power": 45, "Period": None},
+            "Wifi": {"RSSI": 80, "Channels": [1, 6]},
+            "Modes": [{"a": 1}],
+            "update": {"state": "idle"},
+        }
+    )
+    samples, notes = parse_telemetry_fields(payload, RECEIVED)
+    assert samples[0].metrics == {"energy_total": 12.3, "energy_power": 45.0, "wifi_rssi": 80.0}
+    assert samples[0].attributes == {"update_state": "idle"}
+    assert sorted(notes.dropped) == [
+        ("ENERGY.Period", "null"),
+        ("Modes", "not_scalar"),
+        ("Wifi.Channels", "array"),
+    ]
+
+
+def test_arrays_of_numbers_are_indexed_when_configured() -> None:
+    """Test `arrays: index`: a Shelly `by_minute` array becomes one metric per position."""
+    notes = FieldNotes()
+    sample = sample_from_values(
+        {"aenergy": {"by_minute": [1.5, 2, 3]}}, TS, notes, Limits(arrays="index")
+    )
+    assert sample.metrics == {
+        "aenergy_by_minute_0": 1.5,
+        "aenergy_by_minute_1": 2.0,
+        "aenergy_by_minute_2": 3.0,
+    }
+
+
+def test_names_that_collide_are_reported_not_merged() -> None:
+    """Test that the second name mapping to one canonical name is dropped as a collision."""
+    samples, notes = parse_telemetry_fields(b'{"Flow Rate": 1, "flow-rate": 2, "x": 3}', RECEIVED)
+    assert samples[0].metrics == {"flow_rate": 1.0, "x": 3.0}
+    assert notes.dropped == [("flow-rate", "collision")]
+
+
+def test_nesting_past_the_depth_limit_is_dropped() -> None:
+    """Test that an object nested deeper than the limit is dropped, the rest stored."""
+    deep: dict[str, object] = {"v": 1}
+    for _ in range(12):
+        deep = {"d": deep}
+    samples, notes = parse_telemetry_fields(orjson.dumps({"ok": 1, "deep": deep}), RECEIVED)
+    assert samples[0].metrics == {"ok": 1.0}
+    assert notes.dropped[0][1] == "too_deep"
+
+
+def test_a_units_object_gives_units_by_canonical_name() -> None:
+    """Test that `units` beside `values` is read, keyed by canonical name, and not stored."""
+    payload = b'{"values": {"Flow Rate": 3.2}, "units": {"Flow Rate": "l/min", "x": 5}}'
+    samples, notes = parse_telemetry_fields(payload, RECEIVED)
+    assert samples[0].metrics == {"flow_rate": 3.2}
+    assert notes.units == {"flow_rate": "l/min"}
+    assert notes.dropped == [("units.x", "bad_unit")]

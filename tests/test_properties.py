@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from daemon.core.backoff import backoff_delay
 from daemon.core.durations import format_duration, parse_duration
 from daemon.core.messages import Message, Meta, Rejected, Reply, Status, Telemetry, classify
-from daemon.core.payloads import METRIC_NAME, MIN_TS_MS, Sample
+from daemon.core.payloads import CANONICAL, MIN_TS_MS, Sample
 from daemon.core.ratelimit import LogLimiter
 from daemon.core.topics import DEVICE_ID
 
@@ -23,9 +23,8 @@ REASONS = {
     "not_json",
     "non_finite",
     "bad_shape",
-    "bad_value",
     "bad_ts",
-    "bad_name",
+    "nothing_usable",
     "empty",
     "batch_too_large",
     "too_many_values",
@@ -121,7 +120,9 @@ def test_classify_never_raises_on_deep_nesting(depth: int, opener: bytes) -> Non
         assert_well_formed(classify(f"devices/d/{kind}", payload, RECEIVED), payload)
 
 
-names = st.from_regex(METRIC_NAME, fullmatch=True).filter(lambda n: n not in {"ts", "values"})
+names = st.from_regex(CANONICAL, fullmatch=True).filter(
+    lambda n: n not in {"ts", "values", "units"}
+)
 metric_values = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.integers(min_value=-(2**63), max_value=2**64 - 1),

@@ -7,7 +7,16 @@ from typing import Any
 import orjson
 import pytest
 
-from daemon.core.messages import Message, Meta, Rejected, Reply, Status, Telemetry, classify
+from daemon.core.messages import (
+    Message,
+    Meta,
+    Origin,
+    Rejected,
+    Reply,
+    Status,
+    Telemetry,
+    classify,
+)
 from daemon.core.payloads import Sample
 from daemon.core.twin import DeviceTwin, Twins
 
@@ -435,3 +444,71 @@ def test_forget_removes_twins_and_their_dirty_mark() -> None:
     again = twins.get("a")
     assert again is not None
     assert again.first_seen_ms == T0 + 9
+
+
+# -- names the device sent, dropped fields, origin (docs/devices.md) ---------------------------
+
+
+def _received(device: str, payload: bytes, at_ms: int, twins: Twins) -> Telemetry:
+    message = classify(f"devices/{device}/telemetry", payload, at_ms)
+    assert isinstance(message, Telemetry)
+    twins.claim_names(message)
+    twins.apply(message, at_ms)
+    return message
+
+
+def test_a_second_spelling_of_a_name_is_a_collision_across_messages() -> None:
+    """Test that `flow_rate` after `Flow Rate` is dropped as a collision, not merged."""
+    twins = Twins()
+    _received("d", b'{"Flow Rate": 1.5}', T0, twins)
+    second = _received("d", b'{"flow_rate": 9, "x": 1}', T0 + S, twins)
+    assert second.samples[0].metrics == {"x": 1.0}
+    assert second.notes is not None
+    assert second.notes.dropped == [("flow_rate", "collision")]
+    twin = twins.get("d")
+    assert twin is not None
+    assert twin.metrics["flow_rate"] == (T0, 1.5)
+    assert twin.names == {"flow_rate": "Flow Rate"}
+    assert twin.dropped == {"flow_rate": ["collision", 1, T0 + S]}
+    third = _received("d", b'{"FLOW RATE": 3}', T0 + 2 * S, twins)
+    assert third.samples == [Sample(T0 + 2 * S, {}, {})]
+    assert twin.dropped["FLOW RATE"][0] == "collision"
+
+
+def test_a_plain_name_first_owns_its_canonical_form() -> None:
+    """Test that a renamed field colliding with a name sent plainly before is dropped."""
+    twins = Twins()
+    _received("d", b'{"flow_rate": 1}', T0, twins)
+    second = _received("d", b'{"Flow Rate": 2}', T0 + S, twins)
+    assert second.notes is not None
+    assert second.notes.dropped == [("Flow Rate", "collision")]
+    assert twins.get("d").metrics["flow_rate"] == (T0, 1.0)  # type: ignore[union-attr]
+
+
+def test_names_units_drops_and_origin_survive_persistence() -> None:
+    """Test that what the device sent under other names comes back from the state DB form."""
+    twins = Twins()
+    message = _received(
+        "d",
+        b'{"values": {"Flow Rate": 1, "bad": null}, "units": {"Flow Rate": "l/min"}}',
+        T0,
+        twins,
+    )
+    message.origin = Origin("zigbee2mqtt", (("device", "Living room"),))
+    twins.apply(message, T0)
+    twin = twins.get("d")
+    assert twin is not None
+    again = DeviceTwin.from_dict(orjson.loads(orjson.dumps(twin.to_dict())))
+    assert again.names == {"flow_rate": "Flow Rate"}
+    assert again.units == {"flow_rate": "l/min"}
+    assert again.dropped == {"bad": ["null", 2, T0]}
+    assert again.origin == Origin("zigbee2mqtt", (("device", "Living room"),))
+
+
+def test_dropped_fields_are_bounded_per_device() -> None:
+    """Test that a device sending ever new bad fields keeps only the newest 32 on its twin."""
+    twin = DeviceTwin("d", T0)
+    twin.note_dropped([(f"f{i}", "null") for i in range(100)], T0)
+    assert len(twin.dropped) == 32
+    assert "f99" in twin.dropped
+    assert "f0" not in twin.dropped

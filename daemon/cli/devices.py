@@ -91,6 +91,16 @@ def devices_show(ctx: click.Context, device: str, as_json: bool) -> None:
     data["meta"] = twin.meta
     data["metric_times"] = {name: iso(ts) for name, (ts, _) in sorted(twin.metrics.items())}
     data["first_seen"] = iso(twin.first_seen_ms)
+    # What the device sent under other names, in other units, or that was not stored.
+    data["sent_as"] = dict(sorted(twin.names.items()))
+    data["units"] = dict(sorted(twin.units.items()))
+    data["dropped_fields"] = {
+        name: {"reason": reason, "count": count, "last": iso(last_ms)}
+        for name, (reason, count, last_ms) in twin.dropped.items()
+    }
+    if twin.origin is not None:
+        data["mapping"] = twin.origin.mapping
+        data["topic_segments"] = dict(twin.origin.segments)
     if as_json:
         echo_json(data)
         return

@@ -6,32 +6,53 @@ from dataclasses import dataclass
 
 from daemon.core.payloads import (
     DEFAULT_LIMITS,
+    FieldNotes,
     Limits,
     Sample,
     parse_meta,
     parse_status,
-    parse_telemetry,
+    parse_telemetry_fields,
 )
 from daemon.core.topics import TopicKind, parse_topic
 from daemon.errors import PayloadRejected
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a device outside the native topic layout speaks: a mapping and its topic segments.
+
+    Kept in the device's twin so that commands go back the way the device understands
+    (docs/devices.md, "Commands back").
+    """
+
+    mapping: str
+    segments: tuple[tuple[str, str], ...] = ()
+
+    def segment(self, name: str) -> str | None:
+        return next((value for key, value in self.segments if key == name), None)
 
 
 @dataclass(slots=True)  # not frozen: created per message, see payloads.Sample
 class Telemetry:
     device: str
     samples: list[Sample]
+    #: renamed and dropped fields, units (None when every name was canonical and kept)
+    notes: FieldNotes | None = None
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
     device: str
     status: str | None
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Meta:
     device: str
     meta: dict[str, object]
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +91,8 @@ def classify(
         parsed = parse_topic(topic, prefix)
         device = parsed.device_id
         if parsed.kind is TopicKind.TELEMETRY:
-            return Telemetry(device, parse_telemetry(payload, received_ms, limits))
+            samples, notes = parse_telemetry_fields(payload, received_ms, limits)
+            return Telemetry(device, samples, notes or None)
         if parsed.kind is TopicKind.STATUS:
             return Status(device, parse_status(payload))
         if parsed.kind is TopicKind.META:
@@ -78,11 +100,18 @@ def classify(
         assert parsed.command_id is not None
         return Reply(device, parsed.command_id, payload)
     except PayloadRejected as rejected:
-        return Rejected(
-            topic[:512],
-            device,
-            rejected.reason,
-            rejected.detail[:500],
-            payload[:DEAD_LETTER_BYTES],
-            len(payload),
-        )
+        return rejection(topic, device, rejected, payload)
+
+
+def rejection(
+    topic: str, device: str | None, rejected: PayloadRejected, payload: bytes
+) -> Rejected:
+    """Return the dead letter for a message refused with `rejected` (payload and detail capped)."""
+    return Rejected(
+        topic[:512],
+        device,
+        rejected.reason,
+        rejected.detail[:500],
+        payload[:DEAD_LETTER_BYTES],
+        len(payload),
+    )

@@ -15,11 +15,22 @@ from typing import Any
 
 import orjson
 
-from daemon.core.messages import DEAD_LETTER_BYTES, Message, Meta, Rejected, Status, Telemetry
+from daemon.core.messages import (
+    DEAD_LETTER_BYTES,
+    Message,
+    Meta,
+    Origin,
+    Rejected,
+    Status,
+    Telemetry,
+)
+from daemon.core.payloads import FieldNotes
 
 #: defaults of `devices.max_known` and `devices.max_metrics` (docs/operations.md, "Bounds")
 MAX_DEVICES = 100_000
 MAX_NAMES = 500
+#: dropped fields remembered per device (name, reason, count, last time), newest kept
+MAX_DROPPED = 32
 
 
 @dataclass(slots=True)
@@ -32,6 +43,14 @@ class DeviceTwin:
     status: str | None = None
     status_ms: int | None = None
     last_seen_ms: int | None = None
+    #: canonical name -> the name the device sends, where they differ (docs/devices.md)
+    names: dict[str, str] = field(default_factory=dict)
+    #: canonical name -> unit, as the device or its mapping declared it
+    units: dict[str, str] = field(default_factory=dict)
+    #: field the device sent -> [reason, times dropped, last time (ms)]
+    dropped: dict[str, list[Any]] = field(default_factory=dict)
+    #: the mapping the device speaks through, and its topic segments (None: native topics)
+    origin: Origin | None = None
 
     @property
     def announced(self) -> bool:
@@ -80,6 +99,12 @@ class DeviceTwin:
             "status": self.status,
             "status_ms": self.status_ms,
             "last_seen_ms": self.last_seen_ms,
+            "names": self.names,
+            "units": self.units,
+            "dropped": self.dropped,
+            "origin": None
+            if self.origin is None
+            else {"mapping": self.origin.mapping, "segments": dict(self.origin.segments)},
         }
 
     @classmethod
@@ -93,7 +118,27 @@ class DeviceTwin:
             status=data["status"],
             status_ms=data["status_ms"],
             last_seen_ms=data["last_seen_ms"],
+            names=dict(data.get("names") or {}),
+            units=dict(data.get("units") or {}),
+            dropped={k: list(v) for k, v in (data.get("dropped") or {}).items()},
+            origin=_origin(data.get("origin")),
         )
+
+    def note_dropped(self, dropped: list[tuple[str, str]], now_ms: int) -> None:
+        """Remember the fields dropped from a message (bounded: the oldest entries go)."""
+        for name, reason in dropped:
+            entry = self.dropped.pop(name, None)
+            count = entry[1] + 1 if entry is not None else 1
+            self.dropped[name] = [reason, count, now_ms]  # re-inserted: newest last
+        while len(self.dropped) > MAX_DROPPED:
+            del self.dropped[next(iter(self.dropped))]
+
+
+def _origin(raw: object) -> Origin | None:
+    if not isinstance(raw, dict):
+        return None
+    segments = raw.get("segments") or {}
+    return Origin(str(raw["mapping"]), tuple((str(k), str(v)) for k, v in segments.items()))
 
 
 class Twins:
@@ -137,19 +182,11 @@ class Twins:
         state but not that the device was heard from now.
         """
         if isinstance(message, Telemetry):
-            twin = self._twin(message.device, received_ms)
-            for sample in message.samples:
-                for name, value in sample.metrics.items():
-                    known = twin.metrics.get(name)
-                    if known is None or sample.ts_ms >= known[0]:
-                        twin.metrics[name] = (sample.ts_ms, value)
-                for name, text in sample.attributes.items():
-                    seen = twin.attributes.get(name)
-                    if seen is None or sample.ts_ms >= seen[0]:
-                        twin.attributes[name] = (sample.ts_ms, text)
-            twin.last_seen_ms = max(twin.last_seen_ms or 0, received_ms)
+            self._apply_telemetry(message, received_ms)
         elif isinstance(message, Status):
             twin = self._twin(message.device, received_ms)
+            if message.origin is not None:
+                twin.origin = message.origin
             if not (retained and message.status == twin.status and twin.status_ms is not None):
                 # A replayed retained status that we already knew keeps its original time.
                 twin.status_ms = received_ms
@@ -158,6 +195,61 @@ class Twins:
                 twin.last_seen_ms = max(twin.last_seen_ms or 0, received_ms)
         elif isinstance(message, Meta):
             self._twin(message.device, received_ms).meta = message.meta
+
+    def _apply_telemetry(self, message: Telemetry, received_ms: int) -> None:
+        twin = self._twin(message.device, received_ms)
+        if message.origin is not None:
+            twin.origin = message.origin
+        notes = message.notes
+        if notes is not None:
+            twin.names.update(notes.renamed)
+            twin.units.update(notes.units)
+            if notes.dropped:
+                twin.note_dropped(notes.dropped, received_ms)
+        for sample in message.samples:
+            for name, value in sample.metrics.items():
+                known = twin.metrics.get(name)
+                if known is None or sample.ts_ms >= known[0]:
+                    twin.metrics[name] = (sample.ts_ms, value)
+            for name, text in sample.attributes.items():
+                seen = twin.attributes.get(name)
+                if seen is None or sample.ts_ms >= seen[0]:
+                    twin.attributes[name] = (sample.ts_ms, text)
+        twin.last_seen_ms = max(twin.last_seen_ms or 0, received_ms)
+
+    def claim_names(self, message: Telemetry) -> None:
+        """Drop the fields of `message` whose canonical name another of the device's names owns.
+
+        Two names that canonicalise alike (`Flow Rate` and `flow_rate`) are reported as a
+        `collision` (the later one is dropped, counted and remembered on the twin), never merged
+        into one series.
+        """
+        twin = self._twins.get(message.device)
+        if twin is None or not (twin.names or (message.notes and message.notes.renamed)):
+            return
+        renamed = message.notes.renamed if message.notes is not None else {}
+        refused: dict[str, str] = {}
+        for canonical, original in renamed.items():
+            owner = twin.names.get(canonical)
+            if owner is None and (canonical in twin.metrics or canonical in twin.attributes):
+                owner = canonical  # sent under its canonical name before
+            if owner is not None and owner != original:
+                refused[canonical] = original
+        for sample in message.samples:
+            for names in (sample.metrics, sample.attributes):
+                for canonical in names:
+                    if canonical not in renamed and canonical in twin.names:
+                        refused[canonical] = canonical  # sent plainly; another name owns it
+        if not refused:
+            return
+        if message.notes is None:
+            message.notes = FieldNotes()
+        for canonical, original in refused.items():
+            message.notes.renamed.pop(canonical, None)
+            message.notes.drop(original, "collision")
+            for sample in message.samples:
+                sample.metrics.pop(canonical, None)
+                sample.attributes.pop(canonical, None)
 
     def admit(self, message: Message) -> str | None:
         """Return why `message` may not be applied (it would pass a cardinality bound), or None.
