@@ -101,6 +101,17 @@ class IngestSettings(_Section):
     drain_timeout: Seconds = 10.0
 
 
+class MappingsSettings(_Section):
+    """Devices outside the native topic layout: mappings and shipped presets (docs/devices.md)."""
+
+    #: mapping files or directories of them (`*.yaml` directly inside)
+    paths: tuple[Path, ...] = (Path("mappings"),)
+    #: shipped presets to enable by name (zigbee2mqtt, tasmota, shelly_gen2, ...)
+    presets: tuple[str, ...] = ()
+    #: decode Sparkplug B (`spBv1.0/#`): births, data with aliases, deaths
+    sparkplug: bool = False
+
+
 class DeviceSettings(_Section):
     #: seconds of silence after which a device counts as offline (meta `inactivity_timeout` wins)
     inactivity_timeout: Seconds = 600.0
@@ -186,6 +197,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
+    mappings: MappingsSettings = MappingsSettings()
     devices: DeviceSettings = DeviceSettings()
     rules: RulesSettings = RulesSettings()
     models: ModelsSettings = ModelsSettings()
