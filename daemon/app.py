@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import logging
 import signal
 import time
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from daemon.actions import ActionService
 from daemon.adapters.http_api import HttpApi
+from daemon.adapters.mapping_files import MappingFileSet
 from daemon.adapters.model_files import ModelFileSet
 from daemon.adapters.model_registry import ModelRegistry
 from daemon.adapters.mqtt_ingest import MqttIngest
@@ -24,10 +26,11 @@ from daemon.adapters.webhook import WebhookSink
 from daemon.config import Settings
 from daemon.core.alerts import Phase
 from daemon.core.engine import Watch
+from daemon.core.ingress import Dialect, Ingress
 from daemon.core.payloads import Limits
 from daemon.core.twin import DeviceTwin, Twins
 from daemon.core.windows import SeriesWindows
-from daemon.errors import StoreUnavailable
+from daemon.errors import MappingFileInvalid, StoreUnavailable
 from daemon.learning.service import ModelService
 from daemon.metrics import Metrics
 from daemon.pipeline import IngestPipeline
@@ -57,6 +60,22 @@ def build_state_store(settings: Settings) -> StateStore:
         settings.ingest.dead_letter_max_rows,
         settings.ingest.dead_letter_max_bytes,
     )
+
+
+def build_ingress(s: Settings, limits: Limits) -> Ingress:
+    """What ingest subscribes to and how it decodes: native topics, Sparkplug B, mappings."""
+    mappings, problems = MappingFileSet(s.mappings.paths, s.mappings.presets).load(limits)
+    if problems:
+        raise MappingFileInvalid(problems)
+    dialects: list[Dialect] = []
+    if s.mappings.sparkplug:
+        # The protobuf codec is imported only when asked for.
+        sparkplug = importlib.import_module("daemon.core.sparkplug")
+        dialects.append(sparkplug.SparkplugDecoder(limits))
+    if mappings:
+        names = ", ".join(m.name for m in mappings.mappings)
+        log.info("mappings: %s (%d subscriptions)", names, len(mappings.filters()))
+    return Ingress(s.mqtt.topic_prefix, limits, mappings, tuple(dialects))
 
 
 def now_ms() -> int:
@@ -100,7 +119,7 @@ class App:
                 max_batch=s.ingest.max_batch,
                 arrays=s.ingest.arrays,
             )
-            ingest = MqttIngest(s.mqtt, limits)
+            ingest = MqttIngest(s.mqtt, build_ingress(s, limits))
             windows = SeriesWindows()
             grace_ms = int(s.rules.outage_grace * 1000)
 
@@ -137,6 +156,7 @@ class App:
                 self.health,
                 sink=self.webhook if s.webhook.enabled else None,
                 topic_prefix=s.mqtt.topic_prefix,
+                mappings=ingest.ingress.mappings,
             )
             # The actions' cursor exists before the rules commit anything (see ActionService).
             await self.actions.start()

@@ -71,6 +71,14 @@ class ModelFileInvalid(FrontlineError):
         self.problems = problems
 
 
+class MappingFileInvalid(FrontlineError):
+    """Mapping files (or presets) that do not validate; every problem, with file:line:col."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
 class ModelArtefactError(FrontlineError):
     """A saved model (meta + arrays) that cannot be used: missing or misshapen arrays, an
     unknown format version or detector. The caller keeps its previous model."""

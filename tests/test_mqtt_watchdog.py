@@ -9,6 +9,7 @@ import pytest
 from daemon.adapters.mosquitto import MosquittoProcess
 from daemon.adapters.mqtt_ingest import MqttIngest
 from daemon.config import MqttSettings
+from daemon.core.ingress import Ingress
 from daemon.core.payloads import Limits
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def test_a_dead_network_thread_is_seen_and_revived(broker: MosquittoProcess) -> 
         settings = MqttSettings(
             host=broker.host, port=broker.port, client_id="watchdog-test", reconnect_max=1.0
         )
-        ingest = MqttIngest(settings, Limits())
+        ingest = MqttIngest(settings, Ingress(limits=Limits()))
         original = ingest._connect_loop
         calls = 0
 

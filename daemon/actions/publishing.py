@@ -14,6 +14,10 @@ from collections.abc import Sequence
 import orjson
 
 from daemon.actions.work import Work, iso
+from daemon.core.mappings import DeviceMapping, MappingSet, render_command
+from daemon.core.messages import Origin
+from daemon.core.remediation import SendCommand
+from daemon.core.twin import Twins
 from daemon.ports import Delivery, Outgoing, Publisher, StateStore
 from daemon.resilience import StoreHealth, persist
 
@@ -24,26 +28,72 @@ TICKETS = "frontline/tickets"
 ALERTS = "frontline/alerts"
 
 
+class CommandRouter:
+    """Where a command goes: the native command topic, or the way a mapped device takes it.
+
+    A device that speaks through a mapping with `commands` (docs/devices.md, "Commands back")
+    gets the mapping's topic and payload. Such ecosystems send no reply that names the command:
+    the broker's acknowledgement counts as the device's, and the fix is still verified by the
+    alert clearing.
+    """
+
+    def __init__(self, prefix: str, twins: Twins | None = None, mappings: MappingSet | None = None):
+        self._prefix = prefix
+        self._twins = twins
+        self._mappings = mappings
+
+    def _target(self, device: str) -> tuple[Origin, DeviceMapping] | None:
+        if self._twins is None or self._mappings is None:
+            return None
+        twin = self._twins.get(device)
+        if twin is None or twin.origin is None:
+            return None
+        mapping = self._mappings.mapping(twin.origin.mapping)
+        if mapping is None or mapping.commands is None:
+            return None
+        return twin.origin, mapping
+
+    def mapped(self, device: str) -> str | None:
+        """The mapping that carries commands to `device`, or None for the native topics."""
+        target = self._target(device)
+        return None if target is None else target[1].name
+
+    def message(self, command: SendCommand) -> Outgoing:
+        """The message that carries `command`; TemplateError if its mapping cannot say it."""
+        target = self._target(command.device)
+        if target is not None:
+            origin, mapping = target
+            assert mapping.commands is not None  # _target checked
+            topic, body = render_command(
+                mapping.commands,
+                origin,
+                command.device,
+                command.command_id,
+                command.method,
+                command.params,
+            )
+            return Outgoing(topic, body)
+        payload = {
+            "method": command.method,
+            "params": dict(command.params),
+            "expires_at": iso(command.expires_at_ms),
+        }
+        topic = f"{self._prefix}/{command.device}/commands/{command.command_id}"
+        return Outgoing(topic, orjson.dumps(payload))
+
+
 class Outbound:
     def __init__(
-        self, publisher: Publisher, state: StateStore, health: StoreHealth, topic_prefix: str
+        self, publisher: Publisher, state: StateStore, health: StoreHealth, router: CommandRouter
     ) -> None:
         self._publisher = publisher
         self._state = state
         self._health = health
-        self._prefix = topic_prefix
+        self.router = router
         self._inflight: list[tuple[int, Delivery]] = []
 
     def messages(self, work: Work) -> list[Outgoing]:
-        out = []
-        for command in work.commands:
-            payload = {
-                "method": command.method,
-                "params": dict(command.params),
-                "expires_at": iso(command.expires_at_ms),
-            }
-            topic = f"{self._prefix}/{command.device}/commands/{command.command_id}"
-            out.append(Outgoing(topic, orjson.dumps(payload)))
+        out = [self.router.message(command) for command in work.commands]
         out.extend(
             Outgoing(f"{NOTICES}/{notice['device']}", orjson.dumps(notice))
             for notice in work.notices

@@ -14,7 +14,9 @@ from fnmatch import fnmatchcase
 
 import orjson
 
+from daemon.actions.publishing import CommandRouter
 from daemon.actions.work import Work
+from daemon.core.mappings import TemplateError
 from daemon.core.messages import Reply
 from daemon.core.remediation import (
     DeviceView,
@@ -47,8 +49,10 @@ class Remediator:
         twins: Twins,
         firing: Callable[[str], bool],
         timeout_s: float,
+        router: CommandRouter | None = None,
     ) -> None:
         self.policy = policy
+        self._router = router
         self._allowlist = allowlist
         self._approval = approval_required
         self._twins = twins
@@ -146,14 +150,34 @@ class Remediator:
         )
         self._apply(new, effects, now, work)
 
+    def _send(self, rem: Remediation, command: SendCommand, now: int, work: Work) -> bool:
+        """Whether `command` goes out; a mapped device's is acknowledged as it is published."""
+        mapping = self._router.mapped(command.device) if self._router is not None else None
+        if mapping is None:
+            return True
+        assert self._router is not None
+        try:
+            message = self._router.message(command)
+        except TemplateError as exc:
+            new, effects = on_reply(rem, command.command_id, "refused", str(exc), now, self.policy)
+            self._apply(new, effects, now, work)
+            return False
+        note = (
+            f"published on {message.topic} ({mapping} devices do not reply: verified by telemetry)"
+        )
+        new, effects = on_reply(rem, command.command_id, "ok", note, now, self.policy)
+        self._apply(new, effects, now, work)
+        return True
+
     def _apply(self, rem: Remediation, effects: list[Effect], now: int, work: Work) -> None:
         if rem != self.remediations.get(rem.key):
             self.remediations[rem.key] = rem
             work.remediations[rem.key] = rem.to_json()
         for effect in effects:
             if isinstance(effect, SendCommand):
-                work.commands.append(effect)
-                self._sent.setdefault(effect.device, deque()).append(now)
+                if self._send(rem, effect, now, work):
+                    work.commands.append(effect)
+                    self._sent.setdefault(effect.device, deque()).append(now)
             elif isinstance(effect, Fixed):
                 work.fixed.append(effect)
             elif isinstance(effect, Escalate):

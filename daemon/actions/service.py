@@ -24,12 +24,13 @@ import orjson
 from daemon.actions import advisories, guidance, tickets
 from daemon.actions.advisories import Advisories
 from daemon.actions.guidance import Guidance
-from daemon.actions.publishing import Outbound
+from daemon.actions.publishing import CommandRouter, Outbound
 from daemon.actions.remediation import Remediator
 from daemon.actions.tickets import TicketDesk
 from daemon.actions.work import Work
 from daemon.config import ActionsSettings
 from daemon.core.alerts import Phase, Transition
+from daemon.core.mappings import MappingSet
 from daemon.core.messages import Reply
 from daemon.core.remediation import Fixed, Policy, Remediation
 from daemon.core.rulefmt import Group, Rule
@@ -79,6 +80,7 @@ class ActionService:
         sink: TicketSink | None = None,
         topic_prefix: str = "devices",
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        mappings: MappingSet | None = None,
     ) -> None:
         self.settings = settings
         self._rules = rules
@@ -88,6 +90,7 @@ class ActionService:
         self._health = health
         self._sink = sink
         self._now = clock
+        router = CommandRouter(topic_prefix, twins, mappings)
         self.remediator = Remediator(
             Policy(
                 max_sends=settings.max_sends,
@@ -99,6 +102,7 @@ class ActionService:
             twins,
             self._firing,
             default_timeout_s,
+            router,
         )
         self.desk = TicketDesk(
             settings,
@@ -115,7 +119,7 @@ class ActionService:
             files, int(settings.guidance_timeout * 1000), self._firing, self._clearing
         )
         self.advisories = Advisories()
-        self.outbound = Outbound(publisher, state, health, topic_prefix)
+        self.outbound = Outbound(publisher, state, health, router)
         self.cursor = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()

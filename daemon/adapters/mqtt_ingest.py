@@ -27,9 +27,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from daemon.config import MqttSettings
 from daemon.core.backoff import backoff_delay
-from daemon.core.messages import classify
-from daemon.core.payloads import Limits
-from daemon.core.topics import subscriptions
+from daemon.core.ingress import Ingress
+from daemon.core.messages import Ignored
 from daemon.ports import Received
 
 log = logging.getLogger(__name__)
@@ -42,14 +41,18 @@ MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 #: messages handed to the pipeline at once: a burst is worked through in slices, so the event
 #: loop (HTTP health, metrics, rules) gets its turn between them
 MAX_TAKE = 5_000
+#: the packet id of a message decoded from the same MQTT message as the next one (a gateway's
+#: payload for several devices): only the last of them acknowledges the packet
+PART_MID = -1
 
 
 class MqttIngest:
     """Subscribe to device topics on a persistent session; yield batches of classified messages."""
 
-    def __init__(self, settings: MqttSettings, limits: Limits) -> None:
+    def __init__(self, settings: MqttSettings, ingress: Ingress) -> None:
         self._settings = settings
-        self._limits = limits
+        self.ingress = ingress
+        self.requests_published = 0
         self._buffer: list[Received] = []
         self._bytes = 0
         self._lock = threading.Lock()
@@ -98,10 +101,9 @@ class MqttIngest:
             self._epoch += 1
             # Messages of the previous connection cannot be acknowledged on this one; the broker
             # redelivers them, and the store keeps one point per (device, metric, ts).
-            self._buffer = [r for r in self._buffer if r.qos == 0]
+            self._buffer = [r for r in self._buffer if r.qos == 0 and r.mid != PART_MID]
             self._bytes = sum(r.size for r in self._buffer)
-        prefix = self._settings.topic_prefix
-        filters = subscriptions(prefix, self._settings.shared_group)
+        filters = self.ingress.filters(self._settings.shared_group)
         if self._settings.protocol == "5":
             client.subscribe([(t, SubscribeOptions(qos=1)) for t in filters])
         else:
@@ -119,22 +121,35 @@ class MqttIngest:
         if not self._stopping.is_set():
             log.warning("disconnected from broker: %s", reason)
 
-    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _publish_requests(self, client: paho.Client) -> None:
+        """Publish what a dialect asks of its devices (a Sparkplug rebirth request)."""
+        for dialect in self.ingress.dialects:
+            take = getattr(dialect, "take_requests", None)
+            if take is None:
+                continue
+            for topic, body in take():
+                client.publish(topic, body, qos=0)
+                self.requests_published += 1
+
+    def _on_message(self, client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         if not self._accepting:
             return  # left unacknowledged: the broker redelivers it to the next session
         received_ms = time.time_ns() // 1_000_000
         payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
-        message = classify(
-            msg.topic, payload, received_ms, self._settings.topic_prefix, self._limits
-        )
+        messages = self.ingress.classify(msg.topic, payload, received_ms)
         size = len(payload)
-        item = Received(
-            message, received_ms, bool(msg.retain), msg.mid, msg.qos, self._epoch, size, msg.dup
-        )
+        retained, epoch = bool(msg.retain), self._epoch
+        items = [
+            Received(message, received_ms, retained, PART_MID, 0, epoch, 0, msg.dup)
+            for message in messages[:-1]
+        ]
+        last = messages[-1] if messages else Ignored(msg.topic)  # acknowledged in its turn
+        items.append(Received(last, received_ms, retained, msg.mid, msg.qos, epoch, size, msg.dup))
+        self._publish_requests(client)
         with self._lock:
-            self._buffer.append(item)
+            self._buffer.extend(items)
             self._bytes += size
-            wake = len(self._buffer) == 1
+            wake = len(self._buffer) == len(items)
             full = self._full()
         if wake and self._loop is not None:
             self._loop.call_soon_threadsafe(self._ready.set)

@@ -169,10 +169,16 @@ class DeviceContext:
 
 
 def matches(match: Mapping[str, str], twin: DeviceTwin) -> bool:
-    """Return whether a device is selected by a group's `match` (globs on meta, labels.X, id)."""
+    """Return whether a device is selected by a group's `match`.
+
+    Keys are globs on meta (`model`, `labels.X`), `id`, and `mapping` (the mapping a device
+    speaks through, docs/devices.md).
+    """
     for key, pattern in match.items():
         if key == "id":
             value: object = twin.id
+        elif key == "mapping":
+            value = twin.origin.mapping if twin.origin is not None else None
         else:
             head, _, rest = key.partition(".")
             value = twin.meta.get(head)

@@ -16,11 +16,27 @@ from daemon.errors import PayloadRejected
 
 
 class Dialect(Protocol):
-    """A decoder with topics of its own (Sparkplug B)."""
+    """A decoder with topics of its own (Sparkplug B): it gets every message its filters match."""
 
     def filters(self) -> list[str]: ...
 
-    def decode(self, topic: str, payload: bytes, received_ms: int) -> list[Message] | None: ...
+    def decode(self, topic: str, payload: bytes, received_ms: int) -> list[Message]: ...
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether `topic` matches the MQTT subscription `topic_filter` (`+`, `#`).
+
+    >>> topic_matches("spBv1.0/#", "spBv1.0/g/NDATA/n"), topic_matches("a/+/c", "a/b/d")
+    (True, False)
+    """
+    parts = topic.split("/")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if level == "#":
+            return True
+        if index >= len(parts) or (level != "+" and level != parts[index]):
+            return False
+    return len(parts) == len(levels)
 
 
 class Ingress:
@@ -36,6 +52,7 @@ class Ingress:
         self.mappings = mappings or MappingSet(limits=limits)
         self.dialects = dialects
         self._head = prefix + "/"
+        self._dialect_filters = [(d, d.filters()) for d in dialects]
 
     def filters(self, shared_group: str | None = None) -> list[str]:
         """Every subscription ingest needs: native topics, dialects', mappings' routes."""
@@ -49,10 +66,9 @@ class Ingress:
         """Return what the message means: usually one message, none for an ignored topic."""
         if topic.startswith(self._head):
             return [classify(topic, payload, received_ms, self.prefix, self.limits)]
-        for dialect in self.dialects:
-            found = dialect.decode(topic, payload, received_ms)
-            if found is not None:
-                return found
+        for dialect, filters in self._dialect_filters:
+            if any(topic_matches(f, topic) for f in filters):
+                return dialect.decode(topic, payload, received_ms)
         decoded = self.mappings.decode(topic, payload, received_ms)
         if decoded is not None:
             return decoded

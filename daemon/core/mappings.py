@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import orjson
 
-from daemon.core.messages import Message, Meta, Origin, Status, Telemetry, rejection
+from daemon.core.messages import Ignored, Message, Meta, Origin, Status, Telemetry, rejection
 from daemon.core.payloads import (
     DEFAULT_LIMITS,
     MAX_DEPTH,
@@ -303,7 +303,7 @@ def decode(
 ) -> list[Message]:
     """Return the messages one payload on `route` carries (several with `split: keys`)."""
     if route.kind is RouteKind.IGNORE:
-        return []
+        return [Ignored(route.topic.text)]
     document = _document(route, payload, limits)
     if route.split == "keys":
         if not isinstance(document, dict):

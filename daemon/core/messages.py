@@ -74,7 +74,14 @@ class Rejected:
     size: int
 
 
-Message = Telemetry | Status | Meta | Reply | Rejected
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A message on a topic a mapping ignores (`kind: ignore`): acknowledged, nothing stored."""
+
+    topic: str
+
+
+Message = Telemetry | Status | Meta | Reply | Rejected | Ignored
 DEAD_LETTER_BYTES = 64 * 1024
 
 
