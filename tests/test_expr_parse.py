@@ -22,6 +22,7 @@ from daemon.core.expr import (
     Unary,
     anomaly_models,
     parse_expr,
+    quoted_metrics,
     referenced_metrics,
     source,
     uses_liveness,
@@ -432,3 +433,54 @@ def test_no_eval_exec_compile_or_ast(path: Path) -> None:
             assert all(alias.name != "ast" for alias in node.names), path.name
         if isinstance(node, ast.ImportFrom):
             assert node.module != "ast", path.name
+
+
+# -- metric("...") and canonical names (docs/devices.md, "Names") ------------------------------
+
+
+QUOTED = [
+    pytest.param('metric("flow rate") > 3', {"flow_rate": 0.0}, id="bare"),
+    pytest.param(
+        'avg(metric("Volume Flow RateRMS"), 5m) < 40', {"volume_flow_raterms": 300.0}, id="window"
+    ),
+    pytest.param(
+        'metric("ENERGY.Total") - energy_total == 0', {"energy_total": 0.0}, id="same-series"
+    ),
+    pytest.param("metric('outdoor-temp') < 0", {"outdoor_temp": 0.0}, id="single-quotes"),
+]
+
+
+@pytest.mark.parametrize(("text", "metrics"), QUOTED)
+def test_quoted_metric_names_read_their_canonical_series(
+    text: str, metrics: dict[str, float]
+) -> None:
+    """Test that metric("...") reads the canonical name and remembers how it was written."""
+    tree = parse_expr(text)
+    assert referenced_metrics(tree) == metrics
+    quoted = quoted_metrics(tree)
+    assert all(canonical in metrics for canonical in quoted.values())
+    first = next(n for n in walk(tree) if isinstance(n, Name))
+    assert source(first, text).startswith("metric(")
+
+
+def test_a_metric_named_metric_is_still_a_bare_name() -> None:
+    """Test that `metric` without brackets is an ordinary metric name."""
+    assert referenced_metrics(parse_expr("metric > 1")) == {"metric": 0.0}
+
+
+BAD_NAMES = [
+    pytest.param("Temperature > 3", 'write temperature (or metric("Temperature"))', id="capitals"),
+    pytest.param("flowRate > 3", "write flowrate", id="camel-case"),
+    pytest.param("metric(5) > 1", "metric() takes one quoted name", id="number"),
+    pytest.param('metric("a", 5m) > 1', "metric() takes one quoted name", id="two-args"),
+    pytest.param("metric(flow) > 1", "metric() takes one quoted name", id="unquoted"),
+    pytest.param('metric("") > 1', "metric() needs a name", id="empty"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_NAMES)
+def test_names_that_are_never_stored_are_errors(text: str, message: str) -> None:
+    """Test that a non-canonical bare name (it would never match a series) is refused."""
+    with pytest.raises(ExprError) as info:
+        parse_expr(text)
+    assert message in info.value.message

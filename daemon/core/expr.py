@@ -61,6 +61,7 @@ from daemon.core.expr_syntax import (
     walk,
 )
 from daemon.core.modelspec import score_metric
+from daemon.core.payloads import canonical_name
 
 __all__ = [
     "ARITHMETIC",
@@ -247,8 +248,18 @@ class _Parser:
         if literal is not None:
             return self.made(*literal)
         if token.kind == "name":
+            if token.text == "metric" and self.at("op", "("):
+                return self.quoted_metric(token)
             if self.at("op", "("):
                 return self.call(token)
+            canonical = canonical_name(token.text)
+            if canonical != token.text:
+                raise ExprError(
+                    f"metric names are stored in canonical form: write {canonical}"
+                    f' (or metric("{token.text}"))',
+                    start,
+                    end - start,
+                )
             return self.made(Name(token.text, start, end), NUM)
         if token.kind == "op" and token.text == "(":
             inner = self.expression()
@@ -264,6 +275,24 @@ class _Parser:
             kind = self.kind(inner)
             return self.made(dataclasses.replace(inner, start=start, end=close.end), kind, inner)
         raise ExprError(f"unexpected {_describe(token)} (expected a value)", start, end - start)
+
+    def quoted_metric(self, name: Token) -> Node:
+        """`metric("flow rate")`: any name a device sends, read under its canonical name."""
+        self.advance()
+        text = self.advance()
+        close = self.peek()
+        if text.kind != "str" or not self.at("op", ")"):
+            raise ExprError(
+                'metric() takes one quoted name, e.g. metric("flow rate")',
+                name.start,
+                close.end - name.start,
+            )
+        self.advance()
+        quoted = str(text.value)
+        if not quoted:
+            raise ExprError("metric() needs a name", text.start, text.end - text.start)
+        node = Name(canonical_name(quoted), name.start, close.end, quoted)
+        return self.made(node, NUM)
 
     def call(self, name: Token) -> Node:
         signature = FUNCTIONS.get(name.text)
@@ -381,6 +410,11 @@ def model_refs(node: Node) -> dict[str, str]:
 def anomaly_models(node: Node) -> set[str]:
     """Return the model names used in anomaly("...")."""
     return {name for name, func in model_refs(node).items() if func == "anomaly"}
+
+
+def quoted_metrics(node: Node) -> dict[str, str]:
+    """Return each name written as `metric("...")` -> the canonical name it reads."""
+    return {n.quoted: n.name for n in walk(node) if isinstance(n, Name) and n.quoted is not None}
 
 
 def source(node: Node, text: str) -> str:

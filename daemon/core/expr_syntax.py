@@ -67,11 +67,12 @@ class Bool:
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class Name:
-    """A bare metric name: its latest value."""
+    """A metric: its latest value. `quoted` is the name as written in `metric("...")`."""
 
     name: str
     start: int
     end: int
+    quoted: str | None = None
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)

@@ -317,8 +317,9 @@ def decode(
 
 def _document(route: Route, payload: bytes, limits: Limits) -> object:
     if route.payload == "json":
-        if route.kind is RouteKind.STATUS and route.status.pointer is None:
-            return payload  # the whole payload is the word
+        words = route.status
+        if route.kind is RouteKind.STATUS and words.pointer is None and "{/" not in route.device:
+            return payload  # the whole payload is the word (or `set` says it)
         return load_json(payload, limits)
     if len(payload) > limits.max_payload_bytes:
         raise PayloadRejected("too_large", f"{len(payload)} bytes > {limits.max_payload_bytes}")
@@ -398,7 +399,12 @@ def _sample(
         kind = "null" if item is None else type(item).__name__
         raise PayloadRejected("bad_shape", f"expected an object, got {kind}")
     ts = _timestamp(route, item, received_ms, limits)
-    values = pointer(item, route.values) if route.values else item
+    if route.values:
+        values = pointer(item, route.values)
+    elif isinstance(item.get("values"), dict) and set(item) <= {"ts", "values", "units"}:
+        values = item["values"]  # the native {"ts", "values"} shape
+    else:
+        values = item
     if not isinstance(values, dict):
         raise PayloadRejected("bad_shape", f"no object of values at {route.values or '/'}")
     skip = {route.timestamp.pointer.lstrip("/")} if route.timestamp.pointer.count("/") == 1 else ()
