@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from daemon.actions import ActionService
 from daemon.adapters.http_api import HttpApi
+from daemon.adapters.layout import absent_defaults, explicit, still_absent
 from daemon.adapters.mapping_files import MappingFileSet
 from daemon.adapters.model_files import ModelFileSet
 from daemon.adapters.model_registry import ModelRegistry
@@ -97,6 +98,8 @@ class App:
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.twins: Twins | None = None
         self.health = StoreHealth("series", "state")
+        #: default paths the daemon runs without (setting: what is missing and what it means)
+        self.warnings: Callable[[], dict[str, str]] = dict
 
     def stop(self) -> None:
         self._stop.set()
@@ -104,6 +107,18 @@ class App:
     async def run(self) -> None:
         s = self.settings
         started = time.monotonic()
+        # Default paths a fresh directory lacks: each said once here (the service files say
+        # their own), and in /readyz while the daemon still runs without them.
+        absent = absent_defaults(s)
+        for missing in absent:
+            if not missing.said_by_loader:
+                log.warning("%s", missing.text)
+        self.warnings = lambda: {a.setting: a.text for a in still_absent(absent)}
+        rule_files = RuleFileSet(
+            s.rules.paths, s.rules.max_window, skip_missing=not explicit(s.rules, "paths")
+        )
+        if not rule_files.present() and not any(a.setting == "rules.paths" for a in absent):
+            log.warning("no rule files in %s: evaluating no rules", rule_files.names())
         series, state = build_series_store(s), build_state_store(s)
         await series.open()
         await state.open()
@@ -137,7 +152,7 @@ class App:
                 self.metrics,
                 timeout,
                 self.health,
-                files=RuleFileSet(s.rules.paths, s.rules.max_window),
+                files=rule_files,
             )
             outbox = SqliteOutbox(s.data_dir / "outbox.db")
             await outbox.open()
@@ -152,7 +167,12 @@ class App:
                 ingest,
                 self.metrics,
                 timeout,
-                ServiceFileSet(s.actions.routing, s.actions.customers),
+                ServiceFileSet(
+                    s.actions.routing,
+                    s.actions.customers,
+                    require_routing=explicit(s.actions, "routing"),
+                    require_customers=explicit(s.actions, "customers"),
+                ),
                 self.health,
                 sink=self.webhook if s.webhook.enabled else None,
                 topic_prefix=s.mqtt.topic_prefix,
@@ -165,7 +185,11 @@ class App:
             if s.models.enabled:
                 self.models = ModelService(
                     s,
-                    ModelFileSet(s.models.paths, s.rules.max_window),
+                    ModelFileSet(
+                        s.models.paths,
+                        s.rules.max_window,
+                        skip_missing=not explicit(s.models, "paths"),
+                    ),
                     ModelRegistry(s.data_dir / "models"),
                     series,
                     twins,
@@ -268,6 +292,7 @@ class App:
                     self.twins,
                     s.devices.inactivity_timeout,
                     health.problems,
+                    self.warnings,
                 )
                 helpers.append(tg.create_task(self.http.run(), name="http"))
             await self._stop.wait()

@@ -125,8 +125,6 @@ class RuleService:
     # -- start-up ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Load rules (invalid files stop the start, with every problem) and saved states."""
-        if not self._files.present():
-            log.warning("no rule files in %s: evaluating no rules", self._files.names())
         groups, problems = self._files.load()
         if problems:
             raise RuleFileInvalid(problems)

@@ -77,12 +77,20 @@ class DaemonProcess:
         self.env.update(settings)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"daemon-{broker.port}.log"
+        #: the working directory of the daemon and the CLI (default: the test run's)
+        self.cwd: Path | None = None
+        #: how `frontline` is started (an installed copy's script, for tests/test_install.py)
+        self.command = [sys.executable, "-m", "daemon"]
 
     def start(self, ready: bool = True) -> DaemonProcess:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run"], env=self.env, stdout=log, stderr=log
+                [*self.command, "run"],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=log,
             )
         if ready:
             self.wait_ready()
@@ -143,8 +151,9 @@ class DaemonProcess:
     def cli(self, *args: str) -> str:
         """Run `frontline ARGS` against this daemon's data and return its standard output."""
         result = subprocess.run(
-            [sys.executable, "-m", "daemon", *args],
+            [*self.command, *args],
             env=self.env,
+            cwd=self.cwd,
             capture_output=True,
             timeout=60,
             check=False,

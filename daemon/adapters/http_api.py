@@ -38,9 +38,11 @@ class HttpApi:
         twins: Twins | None = None,
         default_timeout_s: float = 600.0,
         problems: Callable[[], dict[str, str]] = dict,
+        warnings: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self._settings = settings
         self._problems = problems
+        self._warnings = warnings
         self._metrics = metrics
         self._readiness = readiness
         self._rules = rules
@@ -84,6 +86,7 @@ class HttpApi:
                 "status": "ready" if ready else "not ready",
                 "checks": checks,
                 "problems": self._problems(),
+                "warnings": self._warnings(),
             },
             status=200 if ready else 503,
         )

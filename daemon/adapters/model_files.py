@@ -287,15 +287,28 @@ def load_models(
 
 
 class ModelFileSet:
-    """The `ModelFiles` port over files and directories on disk."""
+    """The `ModelFiles` port over files and directories on disk.
 
-    def __init__(self, paths: Iterable[Path], max_window_s: float = float("inf")) -> None:
+    With `skip_missing` (the default `models.paths`), a path that does not exist holds no specs
+    until it appears (like an empty folder); without (a path the operator set), it is a problem
+    (`cannot read`).
+    """
+
+    def __init__(
+        self,
+        paths: Iterable[Path],
+        max_window_s: float = float("inf"),
+        *,
+        skip_missing: bool = True,
+    ) -> None:
         self._paths = tuple(paths)
         self._max_window_s = max_window_s
+        self._skip_missing = skip_missing
 
     def load(self) -> tuple[list[ModelSpec], list[ConfigProblem]]:
-        """The specs; a configured path that does not exist holds none (like an empty folder)."""
-        return load_models([p for p in self._paths if p.exists()], self._max_window_s)
+        """Every spec and every problem, across all files."""
+        paths = [p for p in self._paths if not self._skip_missing or p.exists()]
+        return load_models(paths, self._max_window_s)
 
     def stamp(self) -> object:
         return fingerprint(self._paths)

@@ -82,20 +82,35 @@ def fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
 
 
 class RuleFileSet:
-    """The `RuleFiles` port over files and directories on disk."""
+    """The `RuleFiles` port over files and directories on disk.
 
-    def __init__(self, paths: Iterable[Path], max_window_s: float | None = MAX_WINDOW_S) -> None:
+    With `skip_missing` (the default `rules.paths`), a path that does not exist holds no rules
+    until it appears; without, it is a problem (`cannot read`).
+    """
+
+    def __init__(
+        self,
+        paths: Iterable[Path],
+        max_window_s: float | None = MAX_WINDOW_S,
+        *,
+        skip_missing: bool = False,
+    ) -> None:
         self._paths = tuple(paths)
         self._max_window_s = max_window_s
+        self._skip_missing = skip_missing
+
+    def _read(self) -> list[Path]:
+        return [p for p in self._paths if not self._skip_missing or p.exists()]
 
     def names(self) -> str:
         return ", ".join(str(p) for p in self._paths)
 
     def present(self) -> bool:
-        return bool(rule_paths(self._paths))
+        """Whether there is a rule file to read (or a path that is missing and not skipped)."""
+        return bool(rule_paths(self._read()))
 
     def load(self) -> tuple[list[Group], list[RuleProblem]]:
-        return load_rules(self._paths, self._max_window_s)
+        return load_rules(self._read(), self._max_window_s)
 
     def stamp(self) -> object:
         return fingerprint(self._paths)

@@ -13,9 +13,18 @@ from daemon.core.tickets import Routing
 class ServiceFileSet:
     """Routing and customers are read once (start-up); runbooks on use, so edits show at once."""
 
-    def __init__(self, routing: Path | None, customers: Path | None) -> None:
-        self._routing = load_routing(routing)
-        self._customers = load_customers(customers)
+    def __init__(
+        self,
+        routing: Path | None,
+        customers: Path | None,
+        *,
+        require_routing: bool | None = None,
+        require_customers: bool | None = None,
+    ) -> None:
+        """`require_*`: a missing file is an error (True) or a warning (False), as in
+        `load_routing`."""
+        self._routing = load_routing(routing, required=require_routing)
+        self._customers = load_customers(customers, required=require_customers)
 
     def routing(self) -> Routing:
         return self._routing

@@ -20,7 +20,7 @@
 
 Both are strict, like the settings and the rule files: an unknown key (a typo, or a wrapping
 `customers:` around the mapping) or a bad value is a problem with file:line:col, and every problem
-of a file is reported at once. A path the operator configured must exist. The default paths may be
+of a file is reported at once. A path the operator set must exist. The default paths may be
 absent: that is logged as a warning, and means no routing rules (or no customers), because a
 daemon started with no rules/service/ folder must still run.
 """
@@ -261,7 +261,7 @@ class ServiceFileCheck:
 
 
 #: what an absent (or unset) optional file means
-_ABSENT = {
+ABSENT_MEANING = {
     "actions.routing": "every ticket goes to the default queue and no agent is assigned",
     "actions.customers": "tickets carry no customer details",
 }
@@ -276,7 +276,7 @@ def _absent(
         return ServiceFileCheck(
             setting, path, [ConfigProblem(setting, "file not found", where)], "not found"
         )
-    meaning = _ABSENT[setting]
+    meaning = ABSENT_MEANING[setting]
     return ServiceFileCheck(
         setting, path, [], f"not found: {meaning}", f"{setting}: {where} not found: {meaning}"
     )
@@ -285,7 +285,7 @@ def _absent(
 def _check_routing(path: Path | None, required: bool | None) -> tuple[Routing, ServiceFileCheck]:
     setting = "actions.routing"
     if path is None:
-        return Routing(), ServiceFileCheck(setting, None, [], f"not set: {_ABSENT[setting]}")
+        return Routing(), ServiceFileCheck(setting, None, [], f"not set: {ABSENT_MEANING[setting]}")
     if not path.exists():
         return Routing(), _absent(setting, path, DEFAULT_ROUTING, required)
     routing, problems = read_routing(path)
@@ -301,7 +301,7 @@ def _check_customers(
 ) -> tuple[dict[str, Customer], ServiceFileCheck]:
     setting = "actions.customers"
     if path is None:
-        return {}, ServiceFileCheck(setting, None, [], f"not set: {_ABSENT[setting]}")
+        return {}, ServiceFileCheck(setting, None, [], f"not set: {ABSENT_MEANING[setting]}")
     if not path.exists():
         return {}, _absent(setting, path, DEFAULT_CUSTOMERS, required)
     customers, problems = read_customers(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from daemon.cli import alerts, config, detect, devices, models, rules, run, tickets
+from daemon.cli import alerts, config, detect, devices, init, models, rules, run, tickets
 from daemon.config import load_settings
 from daemon.errors import FrontlineError
 
@@ -33,6 +33,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 COMMANDS = (
+    init.init,
     run.run,
     run.demo,
     run.simulate,

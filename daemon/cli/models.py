@@ -15,6 +15,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from daemon.adapters.layout import paths_to_read
 from daemon.adapters.model_files import load_models
 from daemon.adapters.model_registry import ModelRegistry
 from daemon.app import build_series_store, now_ms
@@ -36,7 +37,8 @@ from daemon.learning.trainer import NotEnoughData, train
 
 
 def _specs_or_exit(settings: Settings, paths: tuple[Path, ...] = ()) -> list[ModelSpec]:
-    specs, problems = load_models(paths or settings.models.paths, settings.rules.max_window)
+    chosen = paths or paths_to_read(settings.models, "paths")
+    specs, problems = load_models(chosen, settings.rules.max_window)
     for problem in problems:
         echo(problem, err=True)
     if problems:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from daemon.adapters.layout import absent_defaults, explicit, paths_to_read
 from daemon.adapters.model_files import is_model_file, load_models, model_paths
 from daemon.adapters.rule_files import load_rules, load_valid_rules, rule_paths
 from daemon.adapters.service_files import check_service_files
@@ -45,7 +46,8 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 
 def _rules_or_exit(settings: Settings, paths: tuple[Path, ...]) -> list[Any]:
     try:
-        return load_valid_rules(paths or settings.rules.paths, settings.rules.max_window)
+        chosen = paths or paths_to_read(settings.rules, "paths")
+        return load_valid_rules(chosen, settings.rules.max_window)
     except RuleFileInvalid as exc:
         for problem in exc.problems:
             echo(problem, err=True)
@@ -66,38 +68,37 @@ def check(
     A file with a top-level `models:` key is a model spec (docs/models.md), any other a rule file.
     """
     settings = settings_of(ctx)
-    named = rule_paths(paths or settings.rules.paths)
+    named = rule_paths(paths or paths_to_read(settings.rules, "paths"))
     spec_files = [p for p in named if is_model_file(p)]
     if not paths:
-        spec_files += [p for p in model_paths(settings.models.paths) if p.exists()]
+        spec_files += model_paths(paths_to_read(settings.models, "paths"))
     files = [p for p in named if p not in spec_files]
     groups, problems = load_rules(files, settings.rules.max_window) if files else ([], [])
     for problem in problems:
         echo(problem)
-    rules = sum(len(g.rules) for g in groups)
     model_problems = _check_models(spec_files, settings.rules.max_window, groups)
     # A file named on the command line must exist; the settings' files follow the daemon's rule.
     services = check_service_files(
         routing or settings.actions.routing,
         customers or settings.actions.customers,
-        require_routing=True if routing else None,
-        require_customers=True if customers else None,
+        require_routing=bool(routing) or explicit(settings.actions, "routing"),
+        require_customers=bool(customers) or explicit(settings.actions, "customers"),
     )
     service_problems = [p for service in services for p in service.problems]
     for service_problem in service_problems:
         echo(service_problem)
     failed = bool(model_problems)
-    if not files and not spec_files:
+    # Absent default folders are a warning, as for the daemon (the service files say their own).
+    absent = {a.setting: a for a in ([] if paths else absent_defaults(settings))}
+    for missing in absent.values():
+        if not missing.said_by_loader:
+            echo(f"warning: {missing.text}", err=True)
+    if not files and not spec_files and "rules.paths" not in absent:
         chosen = paths or settings.rules.paths
         echo(f"no rule files (*.yaml) in {', '.join(str(p) for p in chosen)}", err=True)
         failed = True
-    elif not files:
-        pass
-    elif problems:
-        echo(f"{len(problems)} problem(s) in {len(files)} file(s)", err=True)
-        failed = True
-    else:
-        echo(f"OK: {len(files)} file(s), {len(groups)} group(s), {rules} rule(s)")
+    elif files:
+        failed = _report_rules(problems, files, groups) or failed
     for service in services:
         if service.warning:
             echo(f"warning: {service.warning}", err=True)
@@ -107,6 +108,16 @@ def check(
         echo(f"{len(service_problems)} problem(s) in the routing and customers files", err=True)
     if failed or service_problems:
         sys.exit(1)
+
+
+def _report_rules(problems: list[Any], files: list[Path], groups: list[Any]) -> bool:
+    """Print the rule files' outcome; return whether they failed."""
+    if problems:
+        echo(f"{len(problems)} problem(s) in {len(files)} file(s)", err=True)
+        return True
+    rules = sum(len(g.rules) for g in groups)
+    echo(f"OK: {len(files)} file(s), {len(groups)} group(s), {rules} rule(s)")
+    return False
 
 
 def _check_models(files: list[Path], max_window: float, groups: list[Any]) -> list[str]:
