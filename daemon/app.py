@@ -65,7 +65,10 @@ def build_state_store(settings: Settings) -> StateStore:
 
 def build_ingress(s: Settings, limits: Limits) -> Ingress:
     """What ingest subscribes to and how it decodes: native topics, Sparkplug B, mappings."""
-    mappings, problems = MappingFileSet(s.mappings.paths, s.mappings.presets).load(limits)
+    files = MappingFileSet(
+        s.mappings.paths, s.mappings.presets, require=explicit(s.mappings, "paths")
+    )
+    mappings, problems = files.load(limits)
     if problems:
         raise MappingFileInvalid(problems)
     dialects: list[Dialect] = []

@@ -124,3 +124,49 @@ def test_check_applies_the_configured_window_bound(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "r.yaml:6:25: [Hot] window 1m is longer than rules.max_window" in result.output
     assert "rules.max_window" in result.output
+
+
+def test_check_validates_mapping_files_with_positions(tmp_path: Path) -> None:
+    """Test that a file with `mappings:` is checked as a mapping, problems with file:line:col."""
+    good = _write(
+        tmp_path, "m.yaml", "mappings:\n  - name: plant\n    routes:\n      - topic: p/{device}\n"
+    )
+    result = CliRunner().invoke(cli, ["check", good])
+    assert result.exit_code == 0, result.output
+    assert "OK: 1 mapping(s) (plant), 1 route(s)" in result.output
+    bad = _write(
+        tmp_path, "b.yaml", "mappings:\n  - name: plant\n    routes:\n      - topic: p/+\n"
+    )
+    result = CliRunner().invoke(cli, ["check", bad])
+    assert result.exit_code == 1
+    assert f"{bad}:4:16: mappings.0.routes.0.topic" in result.output
+
+
+def test_check_validates_the_configured_presets(tmp_path: Path) -> None:
+    """Test that `frontline check` loads the enabled presets and refuses unknown ones."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULES)
+    env = {"FRONTLINE_RULES__PATHS": f'["{rules}"]'}
+    ok = CliRunner().invoke(
+        cli, ["check"], env={**env, "FRONTLINE_MAPPINGS__PRESETS": '["zigbee2mqtt"]'}
+    )
+    assert "OK: 1 mapping(s) (zigbee2mqtt)" in ok.output
+    wrong = CliRunner().invoke(
+        cli, ["check"], env={**env, "FRONTLINE_MAPPINGS__PRESETS": '["zigbee3mqtt"]'}
+    )
+    assert wrong.exit_code == 1
+    assert "unknown preset 'zigbee3mqtt'" in wrong.output
+
+
+def test_check_says_which_canonical_name_a_quoted_metric_reads(tmp_path: Path) -> None:
+    """Test the line `metric("Flow Rate") reads flow_rate` for every quoted name."""
+    rules = tmp_path / "q"
+    rules.mkdir()
+    (rules / "q.yaml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: LowFlow\n"
+        '        expr: avg(metric("Volume Flow RateRMS"), 1m) < 10\n'
+    )
+    result = CliRunner().invoke(cli, ["check", str(rules)])
+    assert result.exit_code == 0, result.output
+    assert 'LowFlow: metric("Volume Flow RateRMS") reads volume_flow_raterms' in result.output

@@ -278,10 +278,12 @@ def test_a_path_set_explicitly_must_exist(
     assert problem in result.stdout
 
 
-def test_a_mapping_path_set_explicitly_may_be_missing(tmp_path: Path) -> None:
-    """Test the one exception (docs/operations.md): a missing mapping path holds no mappings."""
+def test_a_mapping_path_set_explicitly_must_exist(tmp_path: Path) -> None:
+    """Test that a missing default mapping path holds none, and a path the operator set fails."""
     mappings, problems = MappingFileSet([tmp_path / "nope"]).load()
     assert (mappings.mappings, problems) == ((), [])
+    _, problems = MappingFileSet([tmp_path / "nope"], require=True).load()
+    assert [p.message for p in problems] == ["no such file or directory"]
 
 
 def test_backtest_and_train_in_an_empty_directory(tmp_path: Path) -> None:

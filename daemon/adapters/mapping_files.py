@@ -323,15 +323,28 @@ def load_mappings(
 
 
 class MappingFileSet:
-    """Mapping files and presets, as configured (`mappings.paths`, `mappings.presets`)."""
+    """Mapping files and presets, as configured (`mappings.paths`, `mappings.presets`).
 
-    def __init__(self, paths: Iterable[Path], presets: Iterable[str] = ()) -> None:
+    With `require` (a path the operator set) a missing path is a problem; a default one that
+    does not exist holds no mappings (docs/operations.md, "A fresh directory").
+    """
+
+    def __init__(
+        self, paths: Iterable[Path], presets: Iterable[str] = (), require: bool = False
+    ) -> None:
         self._paths = tuple(paths)
         self._presets = tuple(presets)
+        self._require = require
 
     def load(self, limits: Limits = DEFAULT_LIMITS) -> tuple[MappingSet, list[ConfigProblem]]:
-        """The routes; a configured path that does not exist holds none (like an empty folder)."""
+        """The routes, and every problem of every file."""
+        missing = [p for p in self._paths if not p.exists()]
         found, problems = load_mappings([p for p in self._paths if p.exists()], self._presets)
+        if self._require:
+            problems = [
+                ConfigProblem("mappings.paths", "no such file or directory", str(p))
+                for p in missing
+            ] + problems
         return MappingSet(tuple(found), limits), problems
 
     def stamp(self) -> object:

@@ -10,7 +10,19 @@ from pathlib import Path
 
 import click
 
-from daemon.cli import alerts, config, detect, devices, init, models, rules, run, tickets
+from daemon.cli import (
+    alerts,
+    config,
+    detect,
+    devices,
+    init,
+    mappings,
+    models,
+    replay,
+    rules,
+    run,
+    tickets,
+)
 from daemon.config import load_settings
 from daemon.errors import FrontlineError
 
@@ -37,6 +49,8 @@ COMMANDS = (
     run.run,
     run.demo,
     run.simulate,
+    replay.replay_command,
+    mappings.mappings,
     config.config,
     devices.devices,
     devices.query,

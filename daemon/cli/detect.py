@@ -131,7 +131,7 @@ def read_table(path: Path) -> Table:
     return Table(header, rows, delimiter)
 
 
-def _number(cell: str) -> float | None:
+def number_cell(cell: str) -> float | None:
     """The cell as a number: NaN when empty or not finite; None when it is not a number."""
     text = cell.strip()
     if not text or text.lower() in {"nan", "na", "n/a", "null", "none", "-"}:
@@ -149,7 +149,7 @@ def numeric_columns(table: Table) -> tuple[dict[str, NDArray[np.float64]], list[
     numeric: dict[str, NDArray[np.float64]] = {}
     others = []
     for index, name in enumerate(table.header):
-        values = [_number(row[index]) for row in table.rows]
+        values = [number_cell(row[index]) for row in table.rows]
         if any(v is None for v in values) or all(v is None or math.isnan(v) for v in values):
             others.append(name)
         else:
@@ -173,7 +173,8 @@ def parse_time(text: str) -> int:
     return round(number if abs(number) >= 1e11 else number * 1000)
 
 
-def _time_column(table: Table, chosen: str | None) -> str | None:
+def time_column(table: Table, chosen: str | None) -> str | None:
+    """The column that holds each row's time: `chosen`, a usual name, or a first column of times."""
     if chosen is not None:
         if chosen not in table.header:
             raise DetectError(
@@ -185,7 +186,7 @@ def _time_column(table: Table, chosen: str | None) -> str | None:
             return name
     first = table.header[0]
     sample = [row[0] for row in table.rows[:5]]
-    if all(_number(cell) is None for cell in sample):
+    if all(number_cell(cell) is None for cell in sample):
         try:
             for cell in sample:
                 parse_time(cell)
@@ -195,7 +196,7 @@ def _time_column(table: Table, chosen: str | None) -> str | None:
     return None
 
 
-def _times(table: Table, column: str) -> NDArray[np.int64]:
+def times_of(table: Table, column: str) -> NDArray[np.int64]:
     index = table.header.index(column)
     out = np.empty(len(table.rows), dtype=np.int64)
     for number, row in enumerate(table.rows):
@@ -270,7 +271,7 @@ def _feature_rows(
         return _forward_fill(values)
     if time_name is None:
         raise DetectError("a window needs a time column (name it with --time-column)")
-    times = _times(table, time_name)
+    times = times_of(table, time_name)
     order = np.argsort(times, kind="stable")
     rows = np.empty_like(values)
     for index, feature in enumerate(features):
@@ -283,7 +284,7 @@ def _feature_rows(
 
 def detect(table: Table, plan: Plan) -> Detection:
     """Fit on the first `plan.train_rows` rows and score every row (see the module docstring)."""
-    time_name = _time_column(table, plan.time_column)
+    time_name = time_column(table, plan.time_column)
     numeric, others = numeric_columns(table)
     numeric.pop(time_name or "", None)
     skipped = [c for c in others if c != time_name]
@@ -390,7 +391,7 @@ def _params(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise DetectError(f"--param wants NAME=VALUE, got {pair!r}")
-        number = _number(value)
+        number = number_cell(value)
         if number is None or math.isnan(number):
             raise DetectError(f"--param {key}: {value!r} is not a number")
         params[key] = int(number) if number.is_integer() and "." not in value else number

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from daemon.adapters.layout import absent_defaults, explicit, paths_to_read
+from daemon.adapters.mapping_files import MappingFileSet, is_mapping_file, load_mappings
 from daemon.adapters.model_files import is_model_file, load_models, model_paths
 from daemon.adapters.rule_files import load_rules, load_valid_rules, rule_paths
 from daemon.adapters.service_files import check_service_files
@@ -32,7 +33,7 @@ from daemon.cli.output import (
 from daemon.config import Settings
 from daemon.core.durations import format_duration
 from daemon.core.engine import DeviceContext, Verdict, Watch, explain_rule, matches
-from daemon.core.expr import MODEL_FUNCTIONS, model_refs
+from daemon.core.expr import MODEL_FUNCTIONS, model_refs, quoted_metrics
 from daemon.core.replay import horizons, replay
 from daemon.core.twin import DeviceTwin
 from daemon.core.windows import SeriesWindows
@@ -65,18 +66,22 @@ def check(
     """Validate rule files and model specs (default: the configured ones) and the routing and
     customers files; print every problem with file:line:col.
 
-    A file with a top-level `models:` key is a model spec (docs/models.md), any other a rule file.
+    A file with a top-level `models:` key is a model spec (docs/models.md), one with `mappings:`
+    a mapping (docs/devices.md), any other a rule file.
     """
     settings = settings_of(ctx)
     named = rule_paths(paths or paths_to_read(settings.rules, "paths"))
     spec_files = [p for p in named if is_model_file(p)]
+    mapping_files = [p for p in named if is_mapping_file(p)]
     if not paths:
         spec_files += model_paths(paths_to_read(settings.models, "paths"))
-    files = [p for p in named if p not in spec_files]
+    files = [p for p in named if p not in spec_files and p not in mapping_files]
     groups, problems = load_rules(files, settings.rules.max_window) if files else ([], [])
     for problem in problems:
         echo(problem)
     model_problems = _check_models(spec_files, settings.rules.max_window, groups)
+    mapping_problems = _check_mappings(settings, mapping_files, bool(paths))
+    _say_quoted(groups)
     # A file named on the command line must exist; the settings' files follow the daemon's rule.
     services = check_service_files(
         routing or settings.actions.routing,
@@ -87,13 +92,13 @@ def check(
     service_problems = [p for service in services for p in service.problems]
     for service_problem in service_problems:
         echo(service_problem)
-    failed = bool(model_problems)
+    failed = bool(model_problems) or bool(mapping_problems)
     # Absent default folders are a warning, as for the daemon (the service files say their own).
     absent = {a.setting: a for a in ([] if paths else absent_defaults(settings))}
     for missing in absent.values():
         if not missing.said_by_loader:
             echo(f"warning: {missing.text}", err=True)
-    if not files and not spec_files and "rules.paths" not in absent:
+    if not files and not spec_files and not mapping_files and "rules.paths" not in absent:
         chosen = paths or settings.rules.paths
         echo(f"no rule files (*.yaml) in {', '.join(str(p) for p in chosen)}", err=True)
         failed = True
@@ -108,6 +113,40 @@ def check(
         echo(f"{len(service_problems)} problem(s) in the routing and customers files", err=True)
     if failed or service_problems:
         sys.exit(1)
+
+
+def _check_mappings(settings: Settings, named: list[Path], only_named: bool) -> list[str]:
+    """Check mapping files: those named, else the configured ones and presets."""
+    if only_named:
+        if not named:
+            return []
+        found, problems = load_mappings(named)
+    else:
+        found_set, problems = MappingFileSet(
+            paths_to_read(settings.mappings, "paths"), settings.mappings.presets
+        ).load()
+        found = list(found_set.mappings)
+        if not found and not problems:
+            return []
+    for problem in problems:
+        echo(problem)
+    if problems:
+        echo(f"{len(problems)} problem(s) in the mappings", err=True)
+        return [str(p) for p in problems]
+    routes = sum(len(m.routes) for m in found)
+    names = ", ".join(m.name for m in found)
+    echo(f"OK: {len(found)} mapping(s) ({names}), {routes} route(s)")
+    return []
+
+
+def _say_quoted(groups: list[Any]) -> None:
+    """Say which canonical name each `metric("...")` reads (docs/devices.md, "Names")."""
+    for group in groups:
+        for rule in group.rules:
+            for quoted, canonical in quoted_metrics(rule.expr).items():
+                if quoted != canonical:
+                    where = f"{rule.file}:{rule.line}: {rule.alert}"
+                    echo(f'{where}: metric("{quoted}") reads {canonical}')
 
 
 def _report_rules(problems: list[Any], files: list[Path], groups: list[Any]) -> bool:
