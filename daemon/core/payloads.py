@@ -261,11 +261,38 @@ def sample_from_values(
     """
     if len(values) > limits.max_values:
         raise PayloadRejected("too_many_values", f"{len(values)} values > {limits.max_values}")
+    if not prefix:
+        fast = _plain_sample(values, ts_ms, limits.max_string)
+        if fast is not None:
+            return fast
     builder = _Builder(limits, notes, arrays or limits.arrays)
     head = f"{prefix}." if prefix else ""
     for name, value in values.items():
         builder.add(head + name, value)
     return builder.sample(ts_ms)
+
+
+def _plain_sample(values: Mapping[str, object], ts_ms: int, max_string: int) -> Sample | None:
+    """The sample when every name is canonical and every value a finite number or a short
+    string (what nearly every message is), else None for the field-by-field path."""
+    metrics: dict[str, float] = {}
+    attributes: dict[str, str] = {}
+    known = _CANONICAL_OF
+    isfinite = math.isfinite
+    for name, value in values.items():
+        if known.get(name) != name:
+            return None
+        if isinstance(value, float):
+            if not isfinite(value):
+                return None
+            metrics[name] = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            metrics[name] = float(value)
+        elif isinstance(value, str) and len(value) <= max_string:
+            attributes[name] = value
+        else:
+            return None
+    return Sample(ts_ms, metrics, attributes)
 
 
 def _units(obj: dict[str, object], notes: FieldNotes) -> None:
