@@ -116,3 +116,79 @@ def test_remediation_sends_the_zigbee2mqtt_set_command_and_verifies_it(
     finally:
         plug.stop()
         daemon.kill()
+
+
+REPLYING = """
+mappings:
+  - name: plugs
+    device: "plug-{device}"
+    routes:
+      - topic: plugs/{device}/state
+      - topic: plugs/{device}/result
+        kind: reply
+        reply: {id: /id, ok: {pointer: /ok, values: [true]}, message: /msg}
+    commands:
+      topic: plugs/{device}/cmd
+      payload: {id: "{command_id}", do: "{method}", args: "{params}"}
+"""
+RULES_TWO_STEPS = """
+groups:
+  - name: plugs
+    interval: 1s
+    match: {mapping: plugs}
+    rules:
+      - alert: PlugOverload
+        expr: last(power) > 2000
+        remediate:
+          - {command: dim, params: {level: 50}, timeout: 10s, verify: 10s}
+          - {command: switch_off, timeout: 10s, verify: 15s}
+"""
+
+
+def test_a_mapping_with_replies_waits_for_them_and_a_refusal_moves_on(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """Test a `reply` route: the device's refusal (ok: false) moves to the next step."""
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "plugs.yaml").write_text(REPLYING)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "plugs.yaml").write_text(RULES_TWO_STEPS)
+    daemon = DaemonProcess(
+        broker,
+        tmp_path / "data",
+        FRONTLINE_RULES__PATHS=json.dumps([str(rules)]),
+        FRONTLINE_MAPPINGS__PATHS=json.dumps([str(tmp_path / "mappings")]),
+        FRONTLINE_ACTIONS__QUIET_PERIOD="3s",
+    ).start()
+    seen: list[dict[str, object]] = []
+    state = {"power": 2500.0}
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="plug-p1")
+
+    def on_message(c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        body = json.loads(msg.payload)
+        seen.append(body)
+        if body["do"] == "dim":  # this plug cannot dim
+            answer = {"id": body["id"], "ok": False, "msg": "dimming not supported"}
+        else:
+            state["power"] = 0.0
+            answer = {"id": body["id"], "ok": True, "msg": "off"}
+        c.publish("plugs/p1/result", orjson.dumps(answer), qos=1)
+
+    client.on_connect = lambda c, *_: c.subscribe("plugs/p1/cmd", 1)
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+
+        def fixed() -> bool:
+            client.publish("plugs/p1/state", orjson.dumps(state), qos=1)
+            return any(n["kind"] == "fixed" for n in daemon.cli_json("notices", "plug-p1"))
+
+        wait_until(fixed, timeout=60, what="the fix after the refused step")
+        assert [(s["do"], s["args"]) for s in seen] == [("dim", {"level": 50}), ("switch_off", {})]
+        assert all(isinstance(s["id"], str) and s["id"] for s in seen)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        daemon.kill()

@@ -19,7 +19,7 @@ from daemon.core.mappings import (
     pointer,
     render_command,
 )
-from daemon.core.messages import Ignored, Meta, Origin, Rejected, Status, Telemetry
+from daemon.core.messages import Ignored, Meta, Origin, Rejected, Reply, Status, Telemetry
 
 NOW = 1_700_000_000_000
 
@@ -297,3 +297,29 @@ def test_mappings_test_command_prints_what_a_payload_becomes(tmp_path: Path) -> 
     )
     assert rejected.exit_code == 1
     assert "rejected: not_json" in rejected.output
+
+
+def test_reply_routes_say_which_command_and_how_it_went(tmp_path: Path) -> None:
+    """Test `kind: reply`: the command id, ok/error by pointer, a reply without an id."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        _file(
+            "topic: r/{device}/result",
+            "kind: reply",
+            "reply: {id: /id, ok: {pointer: /data/success, values: [true]}, error: /error}",
+        )
+    )
+    found, problems = MappingFileSet([path]).load()
+    assert problems == []
+    ingress = Ingress(mappings=found)
+    cases = [
+        (b'{"id": "c1", "data": {"success": true}}', "c1", "ok", ""),
+        (b'{"id": 7, "data": {"success": false}}', "7", "error", ""),
+        (b'{"id": "c2", "error": {"code": 404}}', "c2", "error", "{'code': 404}"),
+        (b'{"data": {"success": true}}', "", "ok", ""),
+    ]
+    for payload, command, status, message in cases:
+        (reply,) = ingress.classify("r/d1/result", payload, NOW)
+        assert isinstance(reply, Reply)
+        assert (reply.device, reply.command_id) == ("d1", command)
+        assert json.loads(reply.payload) == {"status": status, "message": message}

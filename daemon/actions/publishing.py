@@ -32,9 +32,9 @@ class CommandRouter:
     """Where a command goes: the native command topic, or the way a mapped device takes it.
 
     A device that speaks through a mapping with `commands` (docs/devices.md, "Commands back")
-    gets the mapping's topic and payload. Such ecosystems send no reply that names the command:
-    the broker's acknowledgement counts as the device's, and the fix is still verified by the
-    alert clearing.
+    gets the mapping's topic and payload. Where the mapping has no `reply` route, the
+    publication counts as the device's acknowledgement; the fix is verified by the alert
+    clearing either way.
     """
 
     def __init__(self, prefix: str, twins: Twins | None = None, mappings: MappingSet | None = None):
@@ -57,6 +57,11 @@ class CommandRouter:
         """The mapping that carries commands to `device`, or None for the native topics."""
         target = self._target(device)
         return None if target is None else target[1].name
+
+    def unanswered(self, device: str) -> str | None:
+        """The mapping of `device` when its commands get no reply (the publication counts)."""
+        target = self._target(device)
+        return None if target is None or target[1].replies else target[1].name
 
     def message(self, command: SendCommand) -> Outgoing:
         """The message that carries `command`; TemplateError if its mapping cannot say it."""

@@ -26,6 +26,7 @@ from daemon.core.remediation import (
     NeedApproval,
     Policy,
     Remediation,
+    RemState,
     SendCommand,
     advance,
     approve,
@@ -103,9 +104,13 @@ class Remediator:
         except (orjson.JSONDecodeError, AttributeError):
             status, message = "error", "unreadable reply"
         for rem in self.remediations.values():
-            if rem.device == reply.device and rem.command_id == reply.command_id:
+            if rem.device != reply.device:
+                continue
+            # A mapped device's reply may not name the command: it answers the one in flight.
+            in_flight = not reply.command_id and rem.state is RemState.SENT
+            if rem.command_id == reply.command_id or in_flight:
                 new, effects = on_reply(
-                    rem, reply.command_id, status, message, received_ms, self.policy
+                    rem, str(rem.command_id), status, message, received_ms, self.policy
                 )
                 self._apply(new, effects, now, work)
                 return True
@@ -151,22 +156,23 @@ class Remediator:
         self._apply(new, effects, now, work)
 
     def _send(self, rem: Remediation, command: SendCommand, now: int, work: Work) -> bool:
-        """Whether `command` goes out; a mapped device's is acknowledged as it is published."""
-        mapping = self._router.mapped(command.device) if self._router is not None else None
-        if mapping is None:
+        """Whether `command` goes out; one a mapping cannot say is refused with the reason.
+
+        A device on a mapping without replies is acknowledged as its command is published.
+        """
+        if self._router is None or self._router.mapped(command.device) is None:
             return True
-        assert self._router is not None
         try:
             message = self._router.message(command)
         except TemplateError as exc:
             new, effects = on_reply(rem, command.command_id, "refused", str(exc), now, self.policy)
             self._apply(new, effects, now, work)
             return False
-        note = (
-            f"published on {message.topic} ({mapping} devices do not reply: verified by telemetry)"
-        )
-        new, effects = on_reply(rem, command.command_id, "ok", note, now, self.policy)
-        self._apply(new, effects, now, work)
+        mapping = self._router.unanswered(command.device)
+        if mapping is not None:
+            note = f"published on {message.topic} ({mapping} devices do not reply)"
+            new, effects = on_reply(rem, command.command_id, "ok", note, now, self.policy)
+            self._apply(new, effects, now, work)
         return True
 
     def _apply(self, rem: Remediation, effects: list[Effect], now: int, work: Work) -> None:

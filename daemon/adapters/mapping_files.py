@@ -43,6 +43,7 @@ from daemon.core.mappings import (
     CommandTemplate,
     DeviceMapping,
     MappingSet,
+    ReplySpec,
     Route,
     RouteKind,
     StatusWords,
@@ -78,9 +79,21 @@ class _Status(_Model):
     set: Literal["online", "offline"] | None = None
 
 
+class _Ok(_Model):
+    pointer: str
+    values: list[str | int | bool] = Field(default_factory=lambda: list[str | int | bool]([True]))
+
+
+class _Reply(_Model):
+    id: str | None = None
+    ok: _Ok | None = None
+    error: str | None = None
+    message: str | None = None
+
+
 class _Route(_Model):
     topic: str
-    kind: Literal["telemetry", "status", "meta", "ignore"] = "telemetry"
+    kind: Literal["telemetry", "status", "meta", "reply", "ignore"] = "telemetry"
     device: str | None = None
     payload: Literal["json", "value"] = "json"
     metric: str = "value"
@@ -94,6 +107,7 @@ class _Route(_Model):
     units: dict[str, str] = Field(default_factory=dict)
     arrays: Literal["ignore", "index"] | None = None
     status: _Status = _Status()
+    reply: _Reply = _Reply()
 
 
 class _Method(_Model):
@@ -173,6 +187,10 @@ def _route(
     problems += _check_pointer(raw.values, (*loc, "values"), source)
     problems += _check_pointer(raw.timestamp.pointer, (*loc, "timestamp", "pointer"), source)
     problems += _check_pointer(raw.status.pointer, (*loc, "status", "pointer"), source)
+    for key in ("id", "error", "message"):
+        problems += _check_pointer(getattr(raw.reply, key), (*loc, "reply", key), source)
+    if raw.reply.ok is not None:
+        problems += _check_pointer(raw.reply.ok.pointer, (*loc, "reply", "ok", "pointer"), source)
     if topic is not None and raw.kind != "ignore":
         known = set(topic.slots) | ({"key"} if raw.split == "keys" else set())
         for name in sorted((_slots_used(device) | _slots_used(raw.prefix)) - known):
@@ -210,6 +228,13 @@ def _route(
         units=dict(raw.units),
         arrays=raw.arrays,
         status=words,
+        reply=ReplySpec(
+            raw.reply.id,
+            raw.reply.ok.pointer if raw.reply.ok else None,
+            tuple(_word(w) for w in raw.reply.ok.values) if raw.reply.ok else ("true",),
+            raw.reply.error,
+            raw.reply.message,
+        ),
         where=source.where((*loc, "topic")),
     )
     return route, problems

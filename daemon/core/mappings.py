@@ -16,7 +16,16 @@ from enum import StrEnum
 
 import orjson
 
-from daemon.core.messages import Ignored, Message, Meta, Origin, Status, Telemetry, rejection
+from daemon.core.messages import (
+    Ignored,
+    Message,
+    Meta,
+    Origin,
+    Reply,
+    Status,
+    Telemetry,
+    rejection,
+)
 from daemon.core.payloads import (
     DEFAULT_LIMITS,
     MAX_DEPTH,
@@ -45,6 +54,7 @@ class RouteKind(StrEnum):
     TELEMETRY = "telemetry"
     STATUS = "status"
     META = "meta"
+    REPLY = "reply"
     IGNORE = "ignore"
 
 
@@ -207,6 +217,21 @@ class StatusWords:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplySpec:
+    """Where a command reply says which command it answers and how it went (JSON pointers).
+
+    Without `id` the reply answers the device's command in flight; without `ok` and `error`
+    any reply means done.
+    """
+
+    id: str | None = None
+    ok: str | None = None
+    ok_values: tuple[str, ...] = ("true",)
+    error: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     mapping: str
     topic: TopicTemplate
@@ -227,6 +252,7 @@ class Route:
     units: Mapping[str, str] = field(default_factory=dict)
     arrays: Arrays | None = None
     status: StatusWords = StatusWords()
+    reply: ReplySpec = ReplySpec()
     where: str = ""  # file:line of the route, for `frontline check` and errors
 
 
@@ -245,6 +271,11 @@ class DeviceMapping:
     routes: tuple[Route, ...]
     commands: CommandTemplate | None = None
     source: str = ""
+
+    @property
+    def replies(self) -> bool:
+        """Whether its devices answer commands (a `reply` route), else the publication counts."""
+        return any(route.kind is RouteKind.REPLY for route in self.routes)
 
 
 class MappingSet:
@@ -340,6 +371,8 @@ def _one(
         return [Status(device, _status(route.status, document), origin)]
     if route.kind is RouteKind.META:
         return [Meta(device, check_meta(document, limits), origin)]
+    if route.kind is RouteKind.REPLY:
+        return [_reply(route.reply, device, document, raw)]
     notes = FieldNotes()
     if route.payload == "value":
         samples = [_value_sample(route, slots, document, notes, received_ms, limits)]
@@ -369,6 +402,28 @@ def _status(words: StatusWords, document: object) -> str | None:
         return "offline"
     known = ", ".join([*words.online, *words.offline])
     raise PayloadRejected("bad_status", f"status {text[:40]!r} is not one of {known}")
+
+
+def _reply(spec: ReplySpec, device: str, document: object, raw: bytes) -> Reply:
+    """A device's answer to a command, in the native reply's terms (`status`, `message`)."""
+    found = pointer(document, spec.id) if spec.id else None
+    command_id = "" if found is None or isinstance(found, dict | list) else str(found)
+    status = "ok"
+    if spec.ok is not None:
+        value = pointer(document, spec.ok)
+        word = orjson.dumps(value).decode() if isinstance(value, bool) else str(value)
+        status = "ok" if word in spec.ok_values else "error"
+    failure = pointer(document, spec.error) if spec.error else None
+    if failure is not None:
+        status = "error"
+    detail = pointer(document, spec.message) if spec.message else failure
+    message = "" if detail is None else str(detail)[:200]
+    if not message and isinstance(document, bytes | str):
+        message = (
+            raw.decode("utf-8", errors="replace") if isinstance(document, bytes) else document
+        )[:200]
+    body = orjson.dumps({"status": status, "message": message})
+    return Reply(device, command_id, body)
 
 
 def _timestamp(route: Route, document: object, received_ms: int, limits: Limits) -> int:
