@@ -296,3 +296,45 @@ def test_daemon_survives_broker_restart(broker: MosquittoProcess, frontline: Dae
         "state_store": True,
     }
     assert status["problems"] == {}
+
+
+def test_renamed_and_dropped_fields_are_counted_and_shown(
+    broker: MosquittoProcess, frontline: DaemonProcess
+) -> None:
+    """Test acceptance 6: what is renamed or dropped is on /metrics, the twin and dead letters."""
+    frontline.start()
+    messages = [
+        (
+            "devices/ws-1/telemetry",
+            b'{"outdoor-temp": 5.5, "flow rate": 3.2, "spare": null, "hist": [1, 2], "ok": 1}',
+        ),
+        ("devices/ws-1/telemetry", b'{"Flow Rate": 4.0, "ok": 2}'),  # collides with `flow rate`
+        ("devices/ws-1/telemetry", b'{"only": null, "also": [3]}'),  # nothing usable
+    ]
+    publish_burst(broker.port, messages)
+    wait_until(
+        lambda: (
+            frontline.metric("frontline_messages_received_total", {"kind": "telemetry"}) >= 2
+            and frontline.metric("frontline_messages_rejected_total", {"reason": "nothing_usable"})
+            >= 1
+        ),
+        what="the three messages",
+    )
+    assert frontline.metric("frontline_fields_renamed_total") == 2
+    assert frontline.metric("frontline_fields_dropped_total", {"reason": "null"}) == 1
+    assert frontline.metric("frontline_fields_dropped_total", {"reason": "array"}) == 1
+    assert frontline.metric("frontline_fields_dropped_total", {"reason": "collision"}) == 1
+    (letter,) = frontline.cli_json("dead-letters")
+    assert letter["reason"] == "nothing_usable"
+    assert "only (null)" in letter["detail"]
+    assert "also (array)" in letter["detail"]
+    wait_until(lambda: frontline.cli_json("devices", "list") != [], what="the twin")
+    twin = frontline.cli_json("devices", "show", "ws-1")
+    assert twin["metrics"] == {"flow_rate": 3.2, "ok": 2.0, "outdoor_temp": 5.5}
+    assert twin["sent_as"] == {"flow_rate": "flow rate", "outdoor_temp": "outdoor-temp"}
+    assert {k: v["reason"] for k, v in twin["dropped_fields"].items()} == {
+        "spare": "null",
+        "hist": "array",
+        "Flow Rate": "collision",
+    }
+    assert frontline.cli_json("query", "ws-1", "outdoor_temp") != []
