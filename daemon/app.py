@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 import signal
 import time
@@ -29,6 +28,7 @@ from daemon.core.alerts import Phase
 from daemon.core.engine import Watch
 from daemon.core.ingress import Dialect, Ingress
 from daemon.core.payloads import Limits
+from daemon.core.sparkplug import SparkplugDecoder
 from daemon.core.twin import DeviceTwin, Twins
 from daemon.core.windows import SeriesWindows
 from daemon.errors import MappingFileInvalid, StoreUnavailable
@@ -73,9 +73,7 @@ def build_ingress(s: Settings, limits: Limits) -> Ingress:
         raise MappingFileInvalid(problems)
     dialects: list[Dialect] = []
     if s.mappings.sparkplug:
-        # The protobuf codec is imported only when asked for.
-        sparkplug = importlib.import_module("daemon.core.sparkplug")
-        dialects.append(sparkplug.SparkplugDecoder(limits))
+        dialects.append(SparkplugDecoder(limits))
     if mappings:
         names = ", ".join(m.name for m in mappings.mappings)
         log.info("mappings: %s (%d subscriptions)", names, len(mappings.filters()))
@@ -138,6 +136,14 @@ class App:
                 arrays=s.ingest.arrays,
             )
             ingest = MqttIngest(s.mqtt, build_ingress(s, limits))
+            for dialect in ingest.ingress.dialects:
+                self.metrics.count_events(
+                    "frontline_sparkplug_events",
+                    "Sparkplug B protocol events: seq gaps, stale deaths, unknown aliases, data"
+                    " before a birth, rebirth requests (docs/devices.md)",
+                    "event",
+                    lambda d=dialect: d.counters,  # type: ignore[misc]
+                )
             windows = SeriesWindows()
             grace_ms = int(s.rules.outage_grace * 1000)
 

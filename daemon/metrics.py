@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -155,8 +157,27 @@ class Metrics:
         self.devices_known.set_function(devices_known)
         self.mqtt_connected.set_function(mqtt_connected)
 
+    def count_events(
+        self, name: str, doc: str, label: str, counts: Callable[[], dict[str, int]]
+    ) -> None:
+        """Export a live dict of event counts (kept by a pure component) as one counter family."""
+        self.registry.register(_DictCounter(name, doc, label, counts))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DictCounter(Collector):
+    """A counter family read, at scrape time, from a dict of monotonically growing counts."""
+
+    def __init__(self, name: str, doc: str, label: str, counts: Callable[[], dict[str, int]]):
+        self._name, self._doc, self._label, self._counts = name, doc, label, counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for key, value in sorted(self._counts().items()):
+            family.add_metric([key], value)
+        yield family
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -19,7 +20,7 @@ from daemon.core import sparkplug_b_pb2 as pb
 from daemon.core.messages import Message, Rejected, Status, Telemetry
 from daemon.core.sparkplug import SparkplugDecoder
 from simulators.sparkplug_node import SparkplugNode
-from tests.conftest import wait_until
+from tests.conftest import DaemonProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +161,54 @@ def test_a_seq_gap_is_counted_and_answered_with_a_rebirth(
     assert listener.values(PUMP_2, "inputs_pressure") == [1.25, 2.0, 1.25]
     assert listener.decoder.counters["seq_gap"] == 1
     assert listener.decoder.counters["rebirth_requested"] == 1
+
+
+def _online(daemon: DaemonProcess) -> dict[str, bool]:
+    return {d["id"]: d["online"] for d in daemon.cli_json("devices", "list")}
+
+
+def test_the_daemon_ingests_an_edge_node_and_asks_for_births_after_a_restart(
+    broker: MosquittoProcess, node: SparkplugNode, tmp_path: Path
+) -> None:
+    """Test acceptance 3 through `frontline run`: devices, metrics, offline/online, rebirth."""
+    daemon = DaemonProcess(broker, tmp_path / "data", FRONTLINE_MAPPINGS__SPARKPLUG="true").start()
+    try:
+        node.connect()
+        wait_until(
+            lambda: _online(daemon) == {NODE_ID: True, PUMP_1: True, PUMP_2: True},
+            what="the node and its devices online",
+        )
+        node.publish_device_data("pump-1", {"Inputs/Temperature": 23.5})
+        wait_until(
+            lambda: (
+                [v for _, v in daemon.cli_json("query", PUMP_1, "inputs_temperature")]
+                == [21.5, 23.5]
+            ),
+            what="the birth's and the data's temperature",
+        )
+        twin = daemon.cli_json("devices", "show", PUMP_1)
+        assert twin["mapping"] == "sparkplug"
+        assert twin["sent_as"]["inputs_temperature"] == "Inputs/Temperature"
+
+        node.die()  # the broker publishes the NDEATH will
+        wait_until(
+            lambda: _online(daemon) == {NODE_ID: False, PUMP_1: False, PUMP_2: False},
+            what="the death to take every device offline",
+        )
+        node.connect()
+        wait_until(lambda: all(_online(daemon).values()), what="the rebirth")
+
+        daemon.stop()  # a restart forgets the aliases: the next data asks for births
+        daemon.start()
+        node.publish_device_data("pump-2", {"Inputs/Pressure": 3.5})
+        wait_until(lambda: node.rebirths == 1, what="the rebirth request")
+        node.publish_device_data("pump-2", {"Inputs/Pressure": 4.5})
+        wait_until(
+            lambda: 4.5 in [v for _, v in daemon.cli_json("query", PUMP_2, "inputs_pressure")],
+            what="data decoded after the rebirth",
+        )
+        events = "frontline_sparkplug_events_total"
+        assert daemon.metric(events, {"event": "rebirth_requested"}) == 1
+        assert daemon.metric(events, {"event": "data_before_birth"}) == 1
+    finally:
+        daemon.kill()

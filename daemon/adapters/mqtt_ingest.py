@@ -124,10 +124,7 @@ class MqttIngest:
     def _publish_requests(self, client: paho.Client) -> None:
         """Publish what a dialect asks of its devices (a Sparkplug rebirth request)."""
         for dialect in self.ingress.dialects:
-            take = getattr(dialect, "take_requests", None)
-            if take is None:
-                continue
-            for topic, body in take():
+            for topic, body in dialect.take_requests():
                 client.publish(topic, body, qos=0)
                 self.requests_published += 1
 

@@ -18,9 +18,16 @@ from daemon.errors import PayloadRejected
 class Dialect(Protocol):
     """A decoder with topics of its own (Sparkplug B): it gets every message its filters match."""
 
+    #: protocol events by name (gaps, refusals...), exported on /metrics
+    counters: dict[str, int]
+
     def filters(self) -> list[str]: ...
 
     def decode(self, topic: str, payload: bytes, received_ms: int) -> list[Message]: ...
+
+    def take_requests(self) -> list[tuple[str, bytes]]:
+        """Messages the dialect asks to publish (a Sparkplug rebirth request), QoS 0."""
+        ...
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
