@@ -19,7 +19,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -110,6 +110,10 @@ class SparkplugNode:
         self.rebirths = 0
         #: MQTT sessions started (connect() calls)
         self.sessions = 0
+        #: DCMD writes received, in order: (device, {metric: value})
+        self.commands: list[tuple[str, dict[str, Value | None]]] = []
+        #: called on paho's thread with each DCMD's device and writes
+        self.on_command: Callable[[str, dict[str, Value | None]], None] | None = None
         self.client: paho.Client | None = None
         self._lock = threading.Lock()  # one seq order for the caller's and paho's publishes
         # Aliases unique across the node and its devices: node metrics first, then each device's.
@@ -246,6 +250,16 @@ class SparkplugNode:
         ]
         self._send(self.topic("DBIRTH", device), metrics, seq=self._next_seq())
 
+    def _device_command(self, msg: paho.MQTTMessage) -> None:
+        """A DCMD: its writes are recorded and handed to `on_command` (the device's behaviour)."""
+        device = msg.topic.rsplit("/", 1)[-1]
+        with contextlib.suppress(Exception):  # a malformed command is ignored, as by a node
+            command = pb.Payload.FromString(bytes(msg.payload))
+            writes = {m.name: _written(m) for m in command.metrics}
+            self.commands.append((device, writes))
+            if self.on_command is not None:
+                self.on_command(device, writes)
+
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) % 256
         return self.seq
@@ -261,13 +275,19 @@ class SparkplugNode:
 
     def _on_message(self, client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
         if not msg.topic.startswith(self.topic("NCMD")):
-            return  # device commands: accepted, nothing to do
+            self._device_command(msg)
+            return
         with contextlib.suppress(Exception):  # a malformed command is ignored, as by a node
             command = pb.Payload.FromString(bytes(msg.payload))
             if any(m.name == "Node Control/Rebirth" and m.boolean_value for m in command.metrics):
                 self.rebirths += 1
                 if self.client is client:  # not on paho's thread: the births wait for it
                     threading.Thread(target=self.publish_births, daemon=True).start()
+
+
+def _written(metric: pb.Payload.Metric) -> Value | None:
+    kind = metric.WhichOneof("value")
+    return None if kind is None else getattr(metric, kind)
 
 
 def _datatype(value: Value | None) -> int:

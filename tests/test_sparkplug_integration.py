@@ -212,3 +212,53 @@ def test_the_daemon_ingests_an_edge_node_and_asks_for_births_after_a_restart(
         assert daemon.metric(events, {"event": "data_before_birth"}) == 1
     finally:
         daemon.kill()
+
+
+SPARKPLUG_RULES = """
+groups:
+  - name: pumps
+    interval: 1s
+    match: {mapping: sparkplug, id: "*.pump-*"}
+    rules:
+      - alert: PumpHot
+        expr: last(inputs_temperature) > 80
+        remediate:
+          - command: cool
+            params: {"Outputs/Cooling": true, "Outputs/Speed": 40}
+            timeout: 10s
+            verify: 15s
+"""
+
+
+def test_a_remediation_writes_to_a_sparkplug_device_with_dcmd(
+    broker: MosquittoProcess, node: SparkplugNode, tmp_path: Path
+) -> None:
+    """Test commands back to Sparkplug: the rule's parameters arrive as DCMD metric writes."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "pumps.yaml").write_text(SPARKPLUG_RULES)
+    daemon = DaemonProcess(
+        broker,
+        tmp_path / "data",
+        FRONTLINE_MAPPINGS__SPARKPLUG="true",
+        FRONTLINE_RULES__PATHS=f'["{rules}"]',
+        FRONTLINE_ACTIONS__QUIET_PERIOD="3s",
+    ).start()
+    temperature = {"value": 95.0}
+
+    def cool(device: str, writes: dict[str, object]) -> None:
+        if writes.get("Outputs/Cooling") is True:
+            temperature["value"] = 60.0
+
+    node.on_command = cool
+    try:
+        node.connect()
+
+        def fixed() -> bool:
+            node.publish_device_data("pump-1", {"Inputs/Temperature": temperature["value"]})
+            return any(n["kind"] == "fixed" for n in daemon.cli_json("notices", PUMP_1))
+
+        wait_until(fixed, timeout=60, what="the pump cooled by the written command")
+        assert node.commands == [("pump-1", {"Outputs/Cooling": True, "Outputs/Speed": 40})]
+    finally:
+        daemon.kill()

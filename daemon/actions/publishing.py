@@ -9,6 +9,7 @@ this way carries the same command id, which devices use to act on it once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import orjson
@@ -17,12 +18,14 @@ from daemon.actions.work import Work, iso
 from daemon.core.mappings import DeviceMapping, MappingSet, render_command
 from daemon.core.messages import Origin
 from daemon.core.remediation import SendCommand
+from daemon.core.sparkplug import command_message
 from daemon.core.twin import Twins
 from daemon.ports import Delivery, Outgoing, Publisher, StateStore
 from daemon.resilience import StoreHealth, persist
 
 log = logging.getLogger(__name__)
 
+SPARKPLUG = "sparkplug"
 NOTICES = "frontline/notices"
 TICKETS = "frontline/tickets"
 ALERTS = "frontline/alerts"
@@ -53,18 +56,33 @@ class CommandRouter:
             return None
         return twin.origin, mapping
 
+    def _sparkplug(self, device: str) -> Origin | None:
+        twin = self._twins.get(device) if self._twins is not None else None
+        origin = twin.origin if twin is not None else None
+        return origin if origin is not None and origin.mapping == SPARKPLUG else None
+
     def mapped(self, device: str) -> str | None:
         """The mapping that carries commands to `device`, or None for the native topics."""
+        if self._sparkplug(device) is not None:
+            return SPARKPLUG
         target = self._target(device)
         return None if target is None else target[1].name
 
     def unanswered(self, device: str) -> str | None:
         """The mapping of `device` when its commands get no reply (the publication counts)."""
+        if self._sparkplug(device) is not None:
+            return SPARKPLUG  # a write is answered by the metric's new value, not a reply
         target = self._target(device)
         return None if target is None or target[1].replies else target[1].name
 
     def message(self, command: SendCommand) -> Outgoing:
         """The message that carries `command`; TemplateError if its mapping cannot say it."""
+        sparkplug = self._sparkplug(command.device)
+        if sparkplug is not None:
+            topic, body = command_message(
+                sparkplug, command.method, command.params, time.time_ns() // 1_000_000
+            )
+            return Outgoing(topic, body)
         target = self._target(command.device)
         if target is not None:
             origin, mapping = target

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
 from daemon.core import sparkplug_b_pb2 as pb
-from daemon.core.mappings import device_id
+from daemon.core.mappings import TemplateError, device_id
 from daemon.core.messages import Message, Origin, Status, Telemetry, rejection
 from daemon.core.payloads import (
     DEFAULT_LIMITS,
@@ -326,6 +327,36 @@ class _Call:
     received_ms: int
     device: str
     origin: Origin
+
+
+def command_message(
+    origin: Origin, method: str, params: Mapping[str, object], now_ms: int
+) -> tuple[str, bytes]:
+    """A remediation command as a Sparkplug write: DCMD to a device, NCMD to an edge node.
+
+    Each parameter is written as a metric of its name; a command without parameters writes its
+    method's name as a Boolean `true` (`Device Control/Reboot`). docs/devices.md, "Sparkplug B".
+    """
+    group, node, device = (origin.segment(k) for k in ("group", "node", "device"))
+    if group is None or node is None:
+        raise TemplateError(f"not a Sparkplug device: {origin}")
+    kind = "NCMD" if device is None else "DCMD"
+    topic = f"{NAMESPACE}/{group}/{kind}/{node}" + ("" if device is None else f"/{device}")
+    writes = dict(params) or {method: True}
+    message = pb.Payload(timestamp=now_ms)
+    for name, value in writes.items():
+        metric = message.metrics.add(name=name, timestamp=now_ms)
+        if isinstance(value, bool):
+            metric.datatype, metric.boolean_value = pb.Boolean, value
+        elif isinstance(value, int):
+            metric.datatype, metric.long_value = pb.Int64, value & 0xFFFF_FFFF_FFFF_FFFF
+        elif isinstance(value, float):
+            metric.datatype, metric.double_value = pb.Double, value
+        elif isinstance(value, str):
+            metric.datatype, metric.string_value = pb.String, value
+        else:
+            raise TemplateError(f"{name}: a Sparkplug write takes a number, boolean or text")
+    return topic, message.SerializeToString()
 
 
 def _origin(group: str, node: str, device: str | None) -> Origin:
