@@ -21,7 +21,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from daemon.config import RulesSettings
 from daemon.core.alerts import AlertParams, AlertState, Phase, Transition, resolve
-from daemon.core.engine import DeviceContext, Watch, evaluate_group, matches
+from daemon.core.engine import DeviceContext, UnitRefusal, Watch, evaluate_group, matches
+from daemon.core.ratelimit import LogLimiter
 from daemon.core.replay import horizons
 from daemon.core.rulefmt import Group, Rule
 from daemon.core.twin import Twins
@@ -109,6 +110,8 @@ class RuleService:
         self._scheduler: AsyncIOScheduler | None = None
         #: metric -> seconds other consumers of the windows need (learned models' features)
         self._extra_horizons: dict[str, float] = {}
+        #: a device a rule cannot read in its units is logged once an hour per device and rule
+        self._unit_log = LogLimiter(3600.0)
 
     def group(self, name: str) -> Group | None:
         return next((g for g in self.groups if g.name == name), None)
@@ -241,6 +244,7 @@ class RuleService:
             devices = [t for t in self._twins if matches(group.match, t)]
             updates: dict[str, AlertState | None] = {}
             transitions: list[Transition] = []
+            refusals: list[UnitRefusal] = []
             chunk = self.settings.chunk
             for start in range(0, len(devices), chunk):
                 contexts = [
@@ -249,15 +253,26 @@ class RuleService:
                 ]
                 part, events = evaluate_group(
                     group, now_ms, contexts, self.states,
-                    lambda rule: alert_params(self.settings, rule),
+                    lambda rule: alert_params(self.settings, rule), refusals,
                 )  # fmt: skip
                 updates.update(part)
                 transitions.extend(events)
                 await asyncio.sleep(0)  # let ingest run between chunks
             await self._commit(updates, transitions)
+            self._log_refusals(refusals)
             self._metrics.rule_evaluations.labels(group.name).inc()
             self._metrics.rule_seconds.labels(group.name).observe(time.perf_counter() - started)
             return transitions
+
+    def _log_refusals(self, refusals: list[UnitRefusal]) -> None:
+        now = time.monotonic()
+        for refusal in refusals:
+            key = (refusal.device, refusal.group, refusal.alert, refusal.metric)
+            if self._unit_log.allow(key, now) is not None:
+                log.warning(
+                    "rule %s (%s) cannot read %s of %s: %s; it reads unknown there",
+                    refusal.alert, refusal.group, refusal.metric, refusal.device, refusal.reason,
+                )  # fmt: skip
 
     async def _commit(
         self, updates: dict[str, AlertState | None], transitions: list[Transition]

@@ -52,6 +52,7 @@ from daemon.core.mappings import (
     TopicTemplate,
 )
 from daemon.core.payloads import DEFAULT_LIMITS, Limits
+from daemon.core.units import UnitError, conversion
 from daemon.errors import ConfigProblem
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -105,6 +106,7 @@ class _Route(_Model):
     rename: dict[str, str] = Field(default_factory=dict)
     prefix: str = ""
     units: dict[str, str] = Field(default_factory=dict)
+    convert: dict[str, str] = Field(default_factory=dict)
     arrays: Literal["ignore", "index"] | None = None
     status: _Status = _Status()
     reply: _Reply = _Reply()
@@ -201,6 +203,7 @@ def _route(
             for name in sorted(_slots_used(raw.metric) - known):
                 message = f"{{{name}}} is not a segment of {raw.topic!r}"
                 problems.append(source.problem((*loc, "metric"), message))
+    problems += _check_convert(raw, loc, source)
     if raw.payload == "value" and raw.kind in ("meta",):
         problems.append(source.problem((*loc, "payload"), "a meta route takes a JSON object"))
     if topic is None or problems:
@@ -226,6 +229,7 @@ def _route(
         rename=dict(raw.rename),
         prefix=raw.prefix,
         units=dict(raw.units),
+        convert=dict(raw.convert),
         arrays=raw.arrays,
         status=words,
         reply=ReplySpec(
@@ -238,6 +242,25 @@ def _route(
         where=source.where((*loc, "topic")),
     )
     return route, problems
+
+
+def _check_convert(raw: _Route, loc: Loc, source: YamlSource) -> list[ConfigProblem]:
+    """`convert: {name: unit}` needs the unit the device sends (`units`), and one it converts to."""
+    problems = []
+    for name, target in raw.convert.items():
+        at: Loc = (*loc, "convert", name)
+        unit = raw.units.get(name)
+        if unit is None:
+            message = (
+                f"convert: {name} needs the unit the device sends it in (units: {{{name}: ...}})"
+            )
+            problems.append(source.problem(at, message, key=True))
+            continue
+        try:
+            conversion(unit, target)
+        except UnitError as exc:
+            problems.append(source.problem(at, f"convert: {exc}"))
+    return problems
 
 
 def _word(value: str | int | bool) -> str:

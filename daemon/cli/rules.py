@@ -34,10 +34,13 @@ from daemon.config import Settings
 from daemon.core.durations import format_duration
 from daemon.core.engine import DeviceContext, Verdict, Watch, explain_rule, matches
 from daemon.core.expr import MODEL_FUNCTIONS, model_refs, quoted_metrics
+from daemon.core.mappings import DeviceMapping, MappingSet
+from daemon.core.payloads import canonical_name
 from daemon.core.replay import horizons, replay
 from daemon.core.twin import DeviceTwin
+from daemon.core.units import UnitError, conversion
 from daemon.core.windows import SeriesWindows
-from daemon.errors import RuleFileInvalid
+from daemon.errors import ConfigProblem, RuleFileInvalid
 from daemon.rules import alert_params
 from daemon.ruletest import run_test_files
 
@@ -80,8 +83,12 @@ def check(
     for problem in problems:
         echo(problem)
     model_problems = _check_models(spec_files, settings.rules.max_window, groups)
-    mapping_problems = _check_mappings(settings, mapping_files, bool(paths))
+    mapping_problems, mappings = _check_mappings(settings, mapping_files, bool(paths))
     _say_quoted(groups)
+    # Rule files named alone: their units are checked against the configured mappings.
+    unit_problems = _check_units(
+        groups, None if paths and not mapping_files else mappings, settings
+    )
     # A file named on the command line must exist; the settings' files follow the daemon's rule.
     services = check_service_files(
         routing or settings.actions.routing,
@@ -92,7 +99,7 @@ def check(
     service_problems = [p for service in services for p in service.problems]
     for service_problem in service_problems:
         echo(service_problem)
-    failed = bool(model_problems) or bool(mapping_problems)
+    failed = bool(model_problems) or bool(mapping_problems) or bool(unit_problems)
     # Absent default folders are a warning, as for the daemon (the service files say their own).
     absent = {a.setting: a for a in ([] if paths else absent_defaults(settings))}
     for missing in absent.values():
@@ -115,28 +122,89 @@ def check(
         sys.exit(1)
 
 
-def _check_mappings(settings: Settings, named: list[Path], only_named: bool) -> list[str]:
+def _check_mappings(
+    settings: Settings, named: list[Path], only_named: bool
+) -> tuple[list[str], list[DeviceMapping]]:
     """Check mapping files: those named, else the configured ones and presets."""
     if only_named:
         if not named:
-            return []
+            return [], []
         found, problems = load_mappings(named)
     else:
-        found_set, problems = MappingFileSet(
-            paths_to_read(settings.mappings, "paths"), settings.mappings.presets
-        ).load()
+        found_set, problems = _configured_mappings(settings)
         found = list(found_set.mappings)
         if not found and not problems:
-            return []
+            return [], []
     for problem in problems:
         echo(problem)
     if problems:
         echo(f"{len(problems)} problem(s) in the mappings", err=True)
-        return [str(p) for p in problems]
+        return [str(p) for p in problems], []
     routes = sum(len(m.routes) for m in found)
     names = ", ".join(m.name for m in found)
     echo(f"OK: {len(found)} mapping(s) ({names}), {routes} route(s)")
-    return []
+    return [], found
+
+
+def _configured_mappings(settings: Settings) -> tuple[MappingSet, list[ConfigProblem]]:
+    paths = paths_to_read(settings.mappings, "paths")
+    return MappingFileSet(paths, settings.mappings.presets).load()
+
+
+def _declared_units(mappings: list[DeviceMapping]) -> dict[str, dict[str, str]]:
+    """Metric -> mapping -> the unit its routes give it (after `convert`).
+
+    Under a templated prefix (`{component}`) a metric is keyed by its own name, and a rule's
+    metric matches it by its end (`switch_0_apower`).
+    """
+    declared: dict[str, dict[str, str]] = {}
+    for mapping in mappings:
+        for route in mapping.routes:
+            fixed = route.prefix if "{" not in route.prefix else ""
+            for name, unit in route.units.items():
+                key = canonical_name(f"{fixed}.{name}" if fixed else name)
+                declared.setdefault(key, {})[mapping.name] = route.convert.get(name, unit)
+    return declared
+
+
+def _check_units(
+    groups: list[Any], mappings: list[DeviceMapping] | None, settings: Settings
+) -> list[str]:
+    """Say where a rule's `units` convert a mapping's; a unit that cannot convert is a problem.
+
+    `mappings` None: the configured ones (their own problems are not this check's).
+    """
+    if not any(rule.units for group in groups for rule in group.rules):
+        return []
+    if mappings is None:
+        mappings = list(_configured_mappings(settings)[0].mappings)
+    declared = _declared_units(mappings)
+    problems = []
+    for group in groups:
+        for rule in group.rules:
+            for metric, wanted in rule.units.items():
+                found = {
+                    mapping: unit
+                    for key, units in declared.items()
+                    if key == metric or metric.endswith(f"_{key}")
+                    for mapping, unit in units.items()
+                }
+                for mapping, unit in found.items():
+                    where = f"{rule.file}:{rule.line}: {rule.alert}: {metric}"
+                    try:
+                        convert = conversion(unit, wanted)
+                    except UnitError as exc:
+                        why = "" if exc.kind == "incompatible" else f" ({exc})"
+                        said = f"in {unit} (mapping {mapping}); the rule expects {wanted}{why}"
+                        problems.append(f"{where}: {said}")
+                        continue
+                    if unit != wanted and not convert.identity:
+                        echo(f"{where}: converted from {unit} (mapping {mapping})")
+    for problem in problems:
+        echo(problem)
+    if problems:
+        echo(f"{len(problems)} problem(s) with the rules' units", err=True)
+    return problems
 
 
 def _say_quoted(groups: list[Any]) -> None:
@@ -288,7 +356,10 @@ async def _backtest(
     finally:
         await series.close()
     samples.sort()
-    fresh = {d: DeviceTwin(d, first_seen_ms=start, meta=t.meta) for d, t in selected.items()}
+    fresh = {
+        d: DeviceTwin(d, first_seen_ms=start, meta=t.meta, units=t.units)
+        for d, t in selected.items()
+    }
     result = replay(groups, fresh, samples, start, now, lambda r: alert_params(settings.rules, r))
     rows: list[dict[str, object]] = [
         {

@@ -27,6 +27,7 @@ from daemon.core.modelspec import score_metric
 from daemon.core.rulefmt import Group, Rule
 from daemon.core.templates import render_template
 from daemon.core.twin import DeviceTwin
+from daemon.core.units import Conversion, UnitError, conversion
 from daemon.core.urgency import predicted_impact
 from daemon.core.windows import SeriesWindows
 
@@ -168,6 +169,77 @@ class DeviceContext:
         return None if found is None else found[1]
 
 
+class ConvertedContext(DeviceContext):
+    """A device's context in a rule's units: metrics converted on read, or refused (unknown)."""
+
+    __slots__ = ("conversions", "refused")
+
+    def __init__(
+        self, ctx: DeviceContext, conversions: dict[str, Conversion], refused: dict[str, str]
+    ) -> None:
+        super().__init__(ctx.twin, ctx._windows, ctx.now_ms, ctx.watch, ctx._timeout_s)
+        #: metric -> how its values become the rule's unit
+        self.conversions = conversions
+        #: metric -> why it cannot be read in the rule's unit
+        self.refused = refused
+
+    def window(self, metric: str, seconds: float) -> list[tuple[int, float]]:
+        if metric in self.refused:
+            return []
+        points = super().window(metric, seconds)
+        convert = self.conversions.get(metric)
+        return points if convert is None else [(ts, convert(v)) for ts, v in points]
+
+    def last(self, metric: str) -> tuple[int, float] | None:
+        if metric in self.refused:
+            return None
+        found = super().last(metric)
+        convert = self.conversions.get(metric)
+        return found if found is None or convert is None else (found[0], convert(found[1]))
+
+    def absent_for(self, metric: str) -> float | None:
+        return None if metric in self.refused else super().absent_for(metric)
+
+
+@dataclass(frozen=True)
+class UnitRefusal:
+    """A rule that could not read a device's metric in its unit (logged by the runtime)."""
+
+    group: str
+    alert: str
+    device: str
+    metric: str
+    reason: str
+
+
+def in_rule_units(rule: Rule, ctx: DeviceContext) -> DeviceContext:
+    """Return `ctx` as `rule` reads it: in its `units` (docs/devices.md, "Units").
+
+    A metric whose unit the device did not declare is taken as already in the rule's unit; one
+    that cannot be converted reads unknown, and the returned ConvertedContext says why.
+    """
+    declared = ctx.twin.units
+    conversions: dict[str, Conversion] = {}
+    refused: dict[str, str] = {}
+    for metric, wanted in rule.units.items():
+        unit = declared.get(metric)
+        if unit is None or unit == wanted:
+            continue
+        try:
+            convert = conversion(unit, wanted)
+        except UnitError as exc:
+            why = "" if exc.kind == "incompatible" else f" ({exc})"
+            refused[metric] = (
+                f"{metric} is in {unit} on this device; the rule expects {wanted}{why}"
+            )
+            continue
+        if not convert.identity:
+            conversions[metric] = convert
+    if not conversions and not refused:
+        return ctx
+    return ConvertedContext(ctx, conversions, refused)
+
+
 def matches(match: Mapping[str, str], twin: DeviceTwin) -> bool:
     """Return whether a device is selected by a group's `match`.
 
@@ -229,17 +301,27 @@ def evaluate_group(
     contexts: Iterable[DeviceContext],
     states: Mapping[str, AlertState],
     params_of: Callable[[Rule], AlertParams],
+    refusals: list[UnitRefusal] | None = None,
 ) -> tuple[dict[str, AlertState | None], list[Transition]]:
     """Evaluate every rule of `group` for every device context; return changed states and events.
 
-    In the returned mapping None means "forget this identity".
+    In the returned mapping None means "forget this identity". A rule with `units` reads each
+    device in them; the metrics it cannot convert are appended to `refusals`, if given.
     """
     updates: dict[str, AlertState | None] = {}
     transitions: list[Transition] = []
     rules = [(rule, params_of(rule), primary(rule.expr)) for rule in group.rules]
-    for ctx in contexts:
-        device = ctx.twin.id
+    for device_ctx in contexts:
+        device = device_ctx.twin.id
         for rule, params, value_node in rules:
+            ctx = device_ctx
+            if rule.units:  # the common case (no units) costs this test only
+                ctx = in_rule_units(rule, device_ctx)
+                if refusals is not None and isinstance(ctx, ConvertedContext):
+                    refusals.extend(
+                        UnitRefusal(group.name, rule.alert, device, metric, reason)
+                        for metric, reason in ctx.refused.items()
+                    )
             key = identity(device, rule.alert, rule.labels)
             old = states.get(key)
             condition = condition_of(evaluate(rule.expr, ctx))
@@ -298,9 +380,17 @@ def explain_rule(
 ) -> Verdict:
     """Say why `rule` fires or does not for the device of `ctx` right now."""
     now = ctx.now_ms
+    if rule.units:
+        ctx = in_rule_units(rule, ctx)
     tree = explain(rule.expr, ctx, rule.expr_text)
     condition = condition_of(tree.value)
     details: list[str] = [f"expression {summarize(tree)}"]
+    if isinstance(ctx, ConvertedContext):
+        details += ctx.refused.values()
+        details += [
+            f"{metric} converted from {ctx.twin.units[metric]} to {rule.units[metric]}"
+            for metric in ctx.conversions
+        ]
     phase = state.phase.value if state else Phase.INACTIVE.value
     if state is not None and state.phase is Phase.PENDING and state.active_since_ms is not None:
         # With no data now, `for` is paused where the last evaluation left it.
@@ -332,6 +422,8 @@ def explain_rule(
     if rule.mode == "dry-run":
         details.append("dry-run: no actions")
     reason = details[0] if condition is not True else f"fires: {details[0]}"
+    if isinstance(ctx, ConvertedContext) and ctx.refused and condition is None:
+        reason = next(iter(ctx.refused.values()))
     return Verdict(
         group.name, rule.alert, ctx.twin.id, phase, condition,
         _reported(evaluate(primary(rule.expr), ctx)), reason, tuple(details),

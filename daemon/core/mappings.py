@@ -41,6 +41,7 @@ from daemon.core.payloads import (
     sample_from_values,
 )
 from daemon.core.topics import is_device_id
+from daemon.core.units import conversion
 from daemon.errors import PayloadRejected
 
 SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*|/[^{}]*)\}")
@@ -250,6 +251,8 @@ class Route:
     rename: Mapping[str, str] = field(default_factory=dict)
     prefix: str = ""
     units: Mapping[str, str] = field(default_factory=dict)
+    #: name (as in `units`) -> the unit its values are converted to at ingest
+    convert: Mapping[str, str] = field(default_factory=dict)
     arrays: Arrays | None = None
     status: StatusWords = StatusWords()
     reply: ReplySpec = ReplySpec()
@@ -513,14 +516,20 @@ def _value_sample(
 def _record(
     route: Route, notes: FieldNotes, renamed: dict[str, str], prefix: str, sample: Sample
 ) -> None:
-    """Note the names as the device sent them, and the units of the metrics it sent."""
+    """Note the names as the device sent them, and the units of the metrics it sent.
+
+    A metric the route `convert`s is converted here, and noted in its new unit.
+    """
     head = f"{prefix}." if prefix else ""
     for new, original in renamed.items():
         notes.renamed[canonical_name(head + new)] = head + original
     for name, unit in route.units.items():
         canonical = canonical_name(head + name)
         if canonical in sample.metrics:
-            notes.units[canonical] = unit
+            target = route.convert.get(name)
+            if target is not None:  # checked when the mapping was loaded
+                sample.metrics[canonical] = conversion(unit, target)(sample.metrics[canonical])
+            notes.units[canonical] = target or unit
 
 
 def _kept(route: Route, name: str) -> bool:

@@ -28,11 +28,14 @@ from daemon.core.expr import (
     String,
     Unary,
     parse_expr,
+    referenced_metrics,
     walk,
 )
 from daemon.core.expr_signatures import BOOL, STR
 from daemon.core.expr_syntax import literal_seconds
+from daemon.core.payloads import CANONICAL, canonical_name
 from daemon.core.templates import TemplateInvalid, check_template
+from daemon.core.units import UnitError, check_unit
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 COMMAND = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
@@ -96,6 +99,9 @@ class Rule:
     #: a Markdown file of steps that keep the customer safe until help comes; sent when the
     #: ticket's route says so (`safety_steps: true` in routing.yaml)
     safety: str | None = None
+    #: metric (canonical name) -> the unit the rule reads it in; a device that declared another
+    #: unit is converted on read, or refused if it cannot be (docs/devices.md, "Units")
+    units: Mapping[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> tuple[object, ...]:
         """What makes two versions of a rule the same rule (for reload)."""
@@ -103,6 +109,7 @@ class Rule:
             self.alert, self.expr_text, self.for_s, self.keep_firing_for_s, self.cooldown_s,
             tuple(sorted(self.labels.items())), tuple(sorted(self.annotations.items())),
             self.remediate, self.guide, self.ticket, self.mode, self.impact_text, self.safety,
+            tuple(sorted(self.units.items())),
         )  # fmt: skip
 
     def expressions(self) -> tuple[Node, ...]:
@@ -130,7 +137,7 @@ _GROUP_KEYS = {"name", "interval", "match", "rules", "mode", "schedule", "adviso
 _CRON_FIELD = re.compile(r"[0-9*/,\-]+|[A-Za-z]{3}(-[A-Za-z]{3})?")
 _RULE_KEYS = {
     "alert", "expr", "for", "keep_firing_for", "cooldown", "labels", "annotations",
-    "remediate", "guide", "ticket", "mode", "impact", "safety",
+    "remediate", "guide", "ticket", "mode", "impact", "safety", "units",
 }  # fmt: skip
 _STEP_KEYS = {"command", "params", "timeout", "verify", "max_attempts"}
 
@@ -343,6 +350,40 @@ def _parse_impact(c: _Checker, rule: CommentedMap) -> tuple[str | None, Node | N
     return stripped, node
 
 
+def _parse_units(c: _Checker, rule: CommentedMap, reads: set[str] | None) -> dict[str, str]:
+    """Parse `units: {metric: unit}`: canonical names the rule reads, units pint knows.
+
+    `reads` is the metrics the rule's expressions read (None: they did not parse).
+    """
+    node = rule.get("units")
+    if node is None:
+        return {}
+    if not isinstance(node, CommentedMap):
+        c.add(c.value_pos(rule, "units"), "units must be a mapping of metric -> unit, "
+              "e.g. {temperature: degC}")  # fmt: skip
+        return {}
+    out: dict[str, str] = {}
+    for metric, unit in node.items():
+        name = str(metric)
+        if CANONICAL.fullmatch(name) is None:
+            c.add(c.key_pos(node, metric), f"units: {name!r} is not a canonical metric name "
+                  f"(write {canonical_name(name)})")  # fmt: skip
+            continue
+        if reads is not None and name not in reads:
+            c.add(c.key_pos(node, metric), f"units: the rule does not read {name}")
+            continue
+        if not isinstance(unit, str):
+            c.add(c.value_pos(node, metric), f"units.{name} must be a unit, e.g. degC")
+            continue
+        try:
+            check_unit(unit)
+        except UnitError as exc:
+            c.add(c.value_pos(node, metric), f"units.{name}: {exc}")
+            continue
+        out[name] = unit
+    return out
+
+
 def _parse_rule(
     c: _Checker, node: object, pos: tuple[int, int], group: str, mode: Mode
 ) -> Rule | None:
@@ -390,6 +431,10 @@ def _parse_rule(
     cooldown = c.duration(rule, "cooldown", 0.0)
     _check_window_bound(c, rule, expr, {"for": for_s, "keep_firing_for": keep})
     _check_window_bound(c, rule, impact, {}, "impact")
+    reads = None
+    if expr is not None and (impact is not None or "impact" not in rule):
+        reads = {m for n in (expr, impact) if n is not None for m in referenced_metrics(n)}
+    units = _parse_units(c, rule, reads)
     c.rule = None
     if not ok or expr is None or not isinstance(alert, str) or not isinstance(expr_text, str):
         return None
@@ -400,7 +445,7 @@ def _parse_rule(
         guide=guide if isinstance(guide, str) else None,
         ticket=ticket if ticket in TICKET_POLICIES else "on_failure", mode=rule_mode,
         impact_text=impact_text, impact=impact,
-        safety=safety if isinstance(safety, str) else None,
+        safety=safety if isinstance(safety, str) else None, units=units,
     )  # fmt: skip
 
 
