@@ -426,10 +426,10 @@ def test_shelly_component_status_is_named_after_the_component(ingress: Ingress) 
     assert sample.attributes == {"switch_0_source": "init"}
     assert message.notes is not None
     assert sorted(message.notes.dropped) == [
-        ("aenergy.minute_ts", "filtered"),
-        ("id", "filtered"),
         ("switch:0.aenergy.by_minute", "array"),
-        ("temperature.tF", "filtered"),
+        ("switch:0.aenergy.minute_ts", "filtered"),
+        ("switch:0.id", "filtered"),
+        ("switch:0.temperature.tF", "filtered"),
     ]
     assert message.notes.renamed["switch_0_apower"] == "switch:0.apower"
     assert message.notes.units == {
@@ -499,8 +499,8 @@ def test_shelly_notify_status_carries_what_changed_at_its_time(ingress: Ingress)
     }
 
 
-def test_shelly_notify_event_has_nothing_to_store(ingress: Ingress) -> None:
-    """Test NotifyEvent (a button press): only an `events` list, so a dead letter that says so."""
+def test_shelly_notify_event_is_acknowledged_not_stored(ingress: Ingress) -> None:
+    """Test NotifyEvent (a button press): the route's `when` passes it to the ignore route."""
     frame = {
         "src": SHELLY,
         "dst": f"{SHELLY}/events",
@@ -510,10 +510,9 @@ def test_shelly_notify_event_has_nothing_to_store(ingress: Ingress) -> None:
             "events": [{"component": "input:0", "id": 0, "event": "single_push", "ts": 1.7e9}],
         },
     }
-    rejected = _one(ingress, f"{SHELLY}/events/rpc", frame)
-    assert isinstance(rejected, Rejected)
-    assert rejected.reason == "nothing_usable"
-    assert rejected.detail == "every field was dropped: ts (filtered), events (not_scalar)"
+    assert _one(ingress, f"{SHELLY}/events/rpc", frame) == Ignored("{device}/events/rpc")
+    status = {**frame, "method": "NotifyStatus", "params": {"ts": 1_699_999_990.5, "x": 1}}
+    assert isinstance(_one(ingress, f"{SHELLY}/events/rpc", status), Telemetry)
 
 
 @pytest.mark.parametrize(("word", "expected"), [("true", "online"), ("false", "offline")])
@@ -609,6 +608,13 @@ def test_homeassistant_birth_and_will(ingress: Ingress, word: str, expected: str
     assert (status.device, status.status) == ("ha-homeassistant", expected)
 
 
+def test_homeassistant_unavailable_entity_is_offline(ingress: Ingress) -> None:
+    """Test the state `unavailable`: the entity goes offline, then a value brings it back."""
+    status = _status(ingress, f"{HA}/state", "unavailable")
+    assert (status.device, status.status) == ("ha-sensor.outdoor_temperature", "offline")
+    assert isinstance(_one(ingress, f"{HA}/state", "5.5"), Telemetry)
+
+
 def test_homeassistant_commands_name_the_service_for_an_automation(ingress: Ingress) -> None:
     """Test the command: one topic, the entity's domain, the rule's method as the service."""
     message = _telemetry(ingress, "statestream/switch/boiler_plug/state", "on")
@@ -695,33 +701,9 @@ def test_thingsboard_attributes_are_meta(ingress: Ingress) -> None:
     assert b.meta == {"firmware": "2.3.1"}
 
 
-def test_thingsboard_preset_sends_no_commands_yet() -> None:
-    """Test that the gateway preset has no `commands` (the format cannot name {key} there)."""
-    mapping = _load("thingsboard_gateway").mapping("thingsboard_gateway")
-    assert mapping is not None
-    assert mapping.commands is None
-
-
-def _uncommented_thingsboard_commands(tmp_path: Path) -> Path:
-    """The ThingsBoard preset with the commands block its comments describe, uncommented."""
-    text = preset_path("thingsboard_gateway").read_text()
-    lines = text.splitlines()
-    start = lines.index("    #   commands:")
-    block = [line.replace("    #   ", "    ", 1) for line in lines[start : start + 5]]
-    path = tmp_path / "thingsboard_gateway.yaml"
-    path.write_text("\n".join([*lines[:start], *block]) + "\n")
-    return path
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="mapping_files refuses {key} in a command template (split: keys routes name it)",
-)
-def test_thingsboard_rpc_once_the_format_takes_key(tmp_path: Path) -> None:
-    """Test the server-side RPC the preset describes; when this passes, enable it in the preset."""
-    found, problems = load_mappings([_uncommented_thingsboard_commands(tmp_path)])
-    assert problems == []
-    (mapping,) = found
+def test_thingsboard_rpc_names_the_device_and_its_answer_is_read(ingress: Ingress) -> None:
+    """Test the gateway RPC: {key} from telemetry or connect, the answer, our echo ignored."""
+    (mapping,) = load_mappings([], ["thingsboard_gateway"])[0]
     assert mapping.commands is not None
     origin = Origin("thingsboard_gateway", (("key", "Device A"),))
     params: dict[str, object] = {"pin": 4, "value": 0}
@@ -731,6 +713,14 @@ def test_thingsboard_rpc_once_the_format_takes_key(tmp_path: Path) -> None:
         "device": "Device A",
         "data": {"id": "7", "method": "setGpio", "params": {"pin": 4, "value": 0}},
     }
+    (connect,) = ingress.classify("v1/gateway/connect", b'{"device": "Device A"}', NOW)
+    assert connect.origin == origin  # a connect alone names the device for commands too
+    assert ingress.classify("v1/gateway/rpc", payload, NOW) == [Ignored("v1/gateway/rpc")]
+    answer = b'{"device": "Device A", "id": "7", "data": {"success": true}}'
+    (reply,) = ingress.classify("v1/gateway/rpc", answer, NOW)
+    assert isinstance(reply, Reply)
+    assert (reply.device, reply.command_id) == ("tb-Device_A", "7")
+    assert json.loads(reply.payload)["status"] == "ok"
 
 
 # -- the payload styles of the issue ---------------------------------------------------------

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -50,6 +51,7 @@ from daemon.core.mappings import (
     TemplateError,
     Timestamp,
     TopicTemplate,
+    When,
 )
 from daemon.core.payloads import DEFAULT_LIMITS, Limits
 from daemon.core.units import UnitError, conversion
@@ -67,6 +69,12 @@ class _Timestamp(_Model):
     pointer: str = "/ts"
     format: Literal["auto", "epoch_ms", "epoch_s", "iso8601"] = "auto"
     required: bool = False
+    timezone: str | None = None
+
+
+class _When(_Model):
+    pointer: str
+    values: list[str | int | bool] = Field(default_factory=list)
 
 
 class _Status(_Model):
@@ -110,6 +118,8 @@ class _Route(_Model):
     arrays: Literal["ignore", "index"] | None = None
     status: _Status = _Status()
     reply: _Reply = _Reply()
+    when: _When | None = None
+    offline_values: list[str] = Field(default_factory=list)
 
 
 class _Method(_Model):
@@ -187,6 +197,17 @@ def _route(
     topic = _template(raw.topic, (*loc, "topic"), source, problems)
     device = raw.device or mapping.device
     problems += _check_pointer(raw.values, (*loc, "values"), source)
+    if raw.when is not None:
+        problems += _check_pointer(raw.when.pointer, (*loc, "when", "pointer"), source)
+    if raw.offline_values and raw.payload != "value":
+        message = "only for `payload: value` (a JSON status is a `kind: status` route)"
+        problems.append(source.problem((*loc, "offline_values"), message, key=True))
+    if raw.timestamp.timezone is not None:
+        try:
+            ZoneInfo(raw.timestamp.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            message = f"unknown time zone {raw.timestamp.timezone!r} (an IANA name: Europe/Paris)"
+            problems.append(source.problem((*loc, "timestamp", "timezone"), message))
     problems += _check_pointer(raw.timestamp.pointer, (*loc, "timestamp", "pointer"), source)
     problems += _check_pointer(raw.status.pointer, (*loc, "status", "pointer"), source)
     for key in ("id", "error", "message"):
@@ -223,7 +244,16 @@ def _route(
         metric=raw.metric,
         split=raw.split,
         values=raw.values,
-        timestamp=Timestamp(raw.timestamp.pointer, raw.timestamp.format, raw.timestamp.required),
+        timestamp=Timestamp(
+            raw.timestamp.pointer,
+            raw.timestamp.format,
+            raw.timestamp.required,
+            raw.timestamp.timezone,
+        ),
+        when=None
+        if raw.when is None
+        else When(raw.when.pointer, tuple(_word(w) for w in raw.when.values)),
+        offline_values=tuple(raw.offline_values),
         keep=tuple(raw.keep),
         drop=tuple(raw.drop),
         rename=dict(raw.rename),
@@ -270,11 +300,13 @@ def _word(value: str | int | bool) -> str:
 
 
 def _commands(
-    raw: _Commands, topics: list[TopicTemplate], loc: Loc, source: YamlSource
+    raw: _Commands, routes: list[Route], loc: Loc, source: YamlSource
 ) -> tuple[CommandTemplate | None, list[ConfigProblem]]:
     problems: list[ConfigProblem] = []
     topic = _template(raw.topic, (*loc, "topic"), source, problems)
-    segments = {name for t in topics for name in t.slots}
+    segments = {name for r in routes for name in r.topic.slots}
+    if any(r.split == "keys" or "{/" in r.device for r in routes):
+        segments.add("key")  # the name a message gives its device (docs/devices.md)
     known = segments | {"id", "method", "command_id", "params"}
     methods: dict[str, tuple[TopicTemplate | None, object]] = {}
     if raw.payload is None and not raw.methods:
@@ -335,8 +367,7 @@ def read_mapping_file(path: Path) -> tuple[list[DeviceMapping], list[ConfigProbl
                 routes.append(route)
         commands = None
         if raw.commands is not None:
-            topics = [r.topic for r in routes]
-            commands, command_problems = _commands(raw.commands, topics, (*loc, "commands"), source)
+            commands, command_problems = _commands(raw.commands, routes, (*loc, "commands"), source)
             problems += command_problems
         found.append(DeviceMapping(raw.name, tuple(routes), commands, source.where((*loc, "name"))))
     problems.sort(key=file_order)

@@ -12,7 +12,9 @@ import fnmatch
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -49,6 +51,7 @@ SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*|/[^{}]*)\}")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _NOT_ID = re.compile(r"[^A-Za-z0-9_.:-]+")
 TS_FORMATS = ("auto", "epoch_ms", "epoch_s", "iso8601")
+_UNREAD = object()  # a payload not parsed yet (a route's `when` parses it once)
 
 
 class RouteKind(StrEnum):
@@ -205,6 +208,25 @@ class Timestamp:
     pointer: str = "/ts"
     format: str = "auto"  # auto | epoch_ms | epoch_s | iso8601
     required: bool = False
+    #: the IANA time zone of ISO-8601 text without an offset (Tasmota's local `Time`); else UTC
+    timezone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """A route's condition on the payload: the value at `pointer` is one of `values` (or,
+    without values, is there at all)."""
+
+    pointer: str
+    values: tuple[str, ...] = ()
+
+    def holds(self, document: object) -> bool:
+        value = pointer(document, self.pointer)
+        if value is None:
+            return False
+        if not self.values:
+            return True
+        return not isinstance(value, dict | list) and _word(value) in self.values
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +278,10 @@ class Route:
     arrays: Arrays | None = None
     status: StatusWords = StatusWords()
     reply: ReplySpec = ReplySpec()
+    #: only messages whose payload satisfies this take the route (else the next route is tried)
+    when: When | None = None
+    #: for `payload: value` telemetry: words that mean the device is offline (`unavailable`)
+    offline_values: tuple[str, ...] = ()
     where: str = ""  # file:line of the route, for `frontline check` and errors
 
 
@@ -317,15 +343,28 @@ class MappingSet:
         return self._by_name.get(name)
 
     def decode(self, topic: str, payload: bytes, received_ms: int) -> list[Message] | None:
-        """Return what a message on `topic` means, or None when no route matches it."""
-        found = self.route(topic)
-        if found is None:
-            return None
-        route, slots = found
-        try:
-            return decode(route, slots, payload, received_ms, self.limits)
-        except PayloadRejected as rejected:
-            return [rejection(topic, None, rejected, payload)]
+        """Return what a message on `topic` means, or None when no route matches it.
+
+        The first route whose topic matches, and whose `when` holds, decides.
+        """
+        document: object = _UNREAD
+        for route in self._routes:
+            slots = route.topic.match(topic)
+            if slots is None:
+                continue
+            if route.when is not None:
+                if document is _UNREAD:
+                    try:
+                        document = load_json(payload, self.limits)
+                    except PayloadRejected:
+                        document = None
+                if not route.when.holds(document):
+                    continue
+            try:
+                return decode(route, slots, payload, received_ms, self.limits)
+            except PayloadRejected as rejected:
+                return [rejection(topic, None, rejected, payload)]
+        return None
 
 
 def decode(
@@ -369,6 +408,8 @@ def _one(
     limits: Limits,
 ) -> list[Message]:
     device = device_id(fill(route.device, slots, document))
+    if "key" not in slots and (named := _named_by_payload(route.device, document)) is not None:
+        slots = {**slots, "key": named}  # the name the message gives the device, as with split
     origin = Origin(route.mapping, tuple(sorted(slots.items())))
     if route.kind is RouteKind.STATUS:
         return [Status(device, _status(route.status, document), origin)]
@@ -378,7 +419,13 @@ def _one(
         return [_reply(route.reply, device, document, raw)]
     notes = FieldNotes()
     if route.payload == "value":
-        samples = [_value_sample(route, slots, document, notes, received_ms, limits)]
+        assert isinstance(document, bytes)
+        text = document.decode("utf-8", errors="replace").strip()
+        if text in route.offline_values:
+            return [Status(device, "offline", origin)]
+        if not _kept(route, fill(route.metric, slots)):
+            return [Ignored(route.topic.text)]
+        samples = [_value_sample(route, slots, text, notes, received_ms, limits)]
     else:
         items = document if isinstance(document, list) else [document]
         if len(items) > limits.max_batch:
@@ -390,13 +437,28 @@ def _one(
     return [Telemetry(device, samples, notes or None, origin)]
 
 
+def _named_by_payload(template: str, document: object) -> str | None:
+    """The value of the device template's first `{/pointer}`, if it has one."""
+    for match in SLOT.finditer(template):
+        key = match.group(1)
+        if key.startswith("/"):
+            value = pointer(document, key)
+            return None if value is None or isinstance(value, dict | list) else str(value)
+    return None
+
+
+def _word(value: object) -> str:
+    """A payload value as the text a mapping's word lists hold (`true`, `5`, `online`)."""
+    return orjson.dumps(value).decode() if isinstance(value, bool) else str(value)
+
+
 def _status(words: StatusWords, document: object) -> str | None:
     if words.set is not None:
         return words.set
     value = document if words.pointer is None else pointer(document, words.pointer)
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace").strip()
-    text = orjson.dumps(value).decode() if isinstance(value, bool) else str(value)
+    text = _word(value)
     if value is None or text == "":
         return None
     if text in words.online:
@@ -413,9 +475,7 @@ def _reply(spec: ReplySpec, device: str, document: object, raw: bytes) -> Reply:
     command_id = "" if found is None or isinstance(found, dict | list) else str(found)
     status = "ok"
     if spec.ok is not None:
-        value = pointer(document, spec.ok)
-        word = orjson.dumps(value).decode() if isinstance(value, bool) else str(value)
-        status = "ok" if word in spec.ok_values else "error"
+        status = "ok" if _word(pointer(document, spec.ok)) in spec.ok_values else "error"
     failure = pointer(document, spec.error) if spec.error else None
     if failure is not None:
         status = "error"
@@ -442,7 +502,20 @@ def _timestamp(route: Route, document: object, received_ms: int, limits: Limits)
         raise PayloadRejected("bad_ts", f"{spec.pointer} is text, not epoch ms")
     elif spec.format == "iso8601" and not isinstance(raw, str):
         raise PayloadRejected("bad_ts", f"{spec.pointer} is not ISO-8601 text")
+    if spec.timezone is not None and isinstance(raw, str) and len(raw) <= 40:
+        raw = _local_time(raw, spec.timezone)
     return parse_timestamp(raw, received_ms, limits)
+
+
+def _local_time(text: str, zone: str) -> object:
+    """ISO-8601 text without an offset read in `zone` (epoch ms); other text as it is."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text  # parse_timestamp says why
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    return int(moment.timestamp() * 1000)
 
 
 def _sample(
@@ -466,19 +539,20 @@ def _sample(
     if not isinstance(values, dict):
         raise PayloadRejected("bad_shape", f"no object of values at {route.values or '/'}")
     skip = {route.timestamp.pointer.lstrip("/")} if route.timestamp.pointer.count("/") == 1 else ()
+    prefix = fill(route.prefix, slots) if route.prefix else ""
+    head = f"{prefix}." if prefix else ""  # in the names of dropped fields, as sent
     chosen: dict[str, object] = {}
     renamed: dict[str, str] = {}
-    for name, value in _flatten(values, notes):
+    for name, value in _flatten(values, notes, head):
         if name in skip:
             continue
         if not _kept(route, name):
-            notes.drop(name, "filtered")
+            notes.drop(head + name, "filtered")
             continue
         new = route.rename.get(name) or route.rename.get(canonical_name(name))
         if new is not None:
             renamed[new] = name
         chosen[new or name] = value
-    prefix = fill(route.prefix, slots) if route.prefix else ""
     sample = sample_from_values(chosen, ts, notes, limits, prefix, route.arrays)
     _record(route, notes, renamed, prefix, sample)
     return sample
@@ -487,13 +561,11 @@ def _sample(
 def _value_sample(
     route: Route,
     slots: dict[str, str],
-    document: object,
+    text: str,
     notes: FieldNotes,
     received_ms: int,
     limits: Limits,
 ) -> Sample:
-    assert isinstance(document, bytes)
-    text = document.decode("utf-8", errors="replace").strip()
     value: object
     try:
         value = orjson.loads(text)
@@ -524,12 +596,25 @@ def _record(
     for new, original in renamed.items():
         notes.renamed[canonical_name(head + new)] = head + original
     for name, unit in route.units.items():
-        canonical = canonical_name(head + name)
-        if canonical in sample.metrics:
-            target = route.convert.get(name)
+        target = route.convert.get(name)
+        for canonical in _unit_names(name, head, notes, sample):
             if target is not None:  # checked when the mapping was loaded
                 sample.metrics[canonical] = conversion(unit, target)(sample.metrics[canonical])
             notes.units[canonical] = target or unit
+
+
+def _unit_names(name: str, head: str, notes: FieldNotes, sample: Sample) -> list[str]:
+    """The sample's metrics a `units` key names: one name, or a glob (`*.apower`) matched
+    against the names as sent and their canonical forms."""
+    if not any(char in name for char in "*?["):
+        canonical = canonical_name(head + name)
+        return [canonical] if canonical in sample.metrics else []
+    return [
+        metric
+        for metric in sample.metrics
+        if fnmatch.fnmatchcase(metric, name)
+        or fnmatch.fnmatchcase(notes.renamed.get(metric, metric).removeprefix(head), name)
+    ]
 
 
 def _kept(route: Route, name: str) -> bool:
@@ -546,15 +631,16 @@ def _kept(route: Route, name: str) -> bool:
 
 
 def _flatten(
-    values: dict[str, object], notes: FieldNotes, head: str = "", depth: int = 0
+    values: dict[str, object], notes: FieldNotes, label: str = "", head: str = "", depth: int = 0
 ) -> Iterator[tuple[str, object]]:
+    """(dotted name, value) of every leaf; `label` goes before the names of dropped fields."""
     for key, value in values.items():
         name = f"{head}{key}"
         if isinstance(value, dict):
             if depth >= MAX_DEPTH:
-                notes.drop(name, "too_deep")
+                notes.drop(label + name, "too_deep")
             else:
-                yield from _flatten(value, notes, f"{name}.", depth + 1)
+                yield from _flatten(value, notes, label, f"{name}.", depth + 1)
         else:
             yield name, value
 

@@ -134,6 +134,19 @@ class DeviceTwin:
             del self.dropped[next(iter(self.dropped))]
 
 
+def _merged(old: Origin | None, new: Origin) -> Origin:
+    """The device's origin after a message: segments the new message lacks are kept.
+
+    A ThingsBoard `connect` names the device but has no topic segments; it must not forget
+    what the telemetry said (docs/devices.md, "Commands back").
+    """
+    if old is None or old.mapping != new.mapping or old.segments == new.segments:
+        return new
+    segments = dict(old.segments)
+    segments.update(new.segments)
+    return Origin(new.mapping, tuple(sorted(segments.items())))
+
+
 def _origin(raw: object) -> Origin | None:
     if not isinstance(raw, dict):
         return None
@@ -186,7 +199,7 @@ class Twins:
         elif isinstance(message, Status):
             twin = self._twin(message.device, received_ms)
             if message.origin is not None:
-                twin.origin = message.origin
+                twin.origin = _merged(twin.origin, message.origin)
             if not (retained and message.status == twin.status and twin.status_ms is not None):
                 # A replayed retained status that we already knew keeps its original time.
                 twin.status_ms = received_ms
@@ -199,7 +212,7 @@ class Twins:
     def _apply_telemetry(self, message: Telemetry, received_ms: int) -> None:
         twin = self._twin(message.device, received_ms)
         if message.origin is not None:
-            twin.origin = message.origin
+            twin.origin = _merged(twin.origin, message.origin)
         notes = message.notes
         if notes is not None:
             twin.names.update(notes.renamed)
