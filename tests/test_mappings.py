@@ -323,3 +323,46 @@ def test_reply_routes_say_which_command_and_how_it_went(tmp_path: Path) -> None:
         assert isinstance(reply, Reply)
         assert (reply.device, reply.command_id) == ("d1", command)
         assert json.loads(reply.payload) == {"status": status, "message": message}
+
+
+def test_naive_times_in_a_zone_unit_globs_and_dropped_names_with_their_prefix(
+    tmp_path: Path,
+) -> None:
+    """Test `timestamp.timezone`, a glob in `units`, and the prefix on dropped field names."""
+    path = tmp_path / "z.yaml"
+    path.write_text(
+        _file(
+            "topic: z/{device}/{part}",
+            "timestamp: {pointer: /Time, format: iso8601, timezone: Europe/Paris}",
+            "prefix: '{part}'",
+            "drop: [debug]",
+            'units: {"*.power": W, "*_energy": kWh}',
+        )
+    )
+    found, problems = MappingFileSet([path]).load()
+    assert problems == []
+    payload = b'{"Time": "2023-11-14T23:13:20", "a": {"power": 5}, "b_energy": 2, "debug": 1}'
+    (message,) = Ingress(mappings=found).classify("z/d1/meter", payload, NOW)
+    assert isinstance(message, Telemetry)
+    assert message.samples[0].ts_ms == NOW  # 23:13:20 in Paris (UTC+1) is 22:13:20 UTC
+    assert message.notes is not None
+    assert message.notes.units == {"meter_a_power": "W", "meter_b_energy": "kWh"}
+    assert message.notes.dropped == [("meter.debug", "filtered")]
+    path.write_text(_file("topic: z/{device}", "timestamp: {timezone: Mars/Olympus}"))
+    _, problems = MappingFileSet([path]).load()
+    assert "unknown time zone 'Mars/Olympus'" in problems[0].message
+
+
+def test_a_later_message_keeps_the_segments_of_an_earlier_one() -> None:
+    """Test the twin's origin: a connect (no segments) keeps what telemetry said."""
+    from daemon.core.twin import Twins
+
+    twins = Twins()
+    first = Status("tb-A", "online", Origin("tb", (("key", "A"),)))
+    twins.apply(first, NOW)
+    twins.apply(Status("tb-A", "offline", Origin("tb", (("x", "1"),))), NOW + 1)
+    twin = twins.get("tb-A")
+    assert twin is not None
+    assert twin.origin == Origin("tb", (("key", "A"), ("x", "1")))
+    twins.apply(Status("tb-A", "online", Origin("other", ())), NOW + 2)
+    assert twin.origin == Origin("other", ())
