@@ -35,6 +35,7 @@ from daemon.adapters.yaml_source import (
     Loc,
     YamlSource,
     file_order,
+    first_of_each_name,
     read_yaml_source,
     validation_problems,
 )
@@ -386,18 +387,13 @@ def load_mappings(
         except ValueError as exc:
             problems.append(ConfigProblem("mappings.presets", str(exc), "config"))
     files += [p for p in rule_paths(paths) if p.suffix in (".yaml", ".yml")]
-    mappings: list[DeviceMapping] = []
-    seen: dict[str, str] = {}
+    found: list[DeviceMapping] = []
     for path in files:
-        found, file_problems = read_mapping_file(path)
+        mappings, file_problems = read_mapping_file(path)
+        found += mappings
         problems += file_problems
-        for mapping in found:
-            if mapping.name in seen:
-                message = f"duplicate mapping name {mapping.name!r} (first at {seen[mapping.name]})"
-                problems.append(ConfigProblem("name", message, mapping.source))
-                continue
-            seen[mapping.name] = mapping.source
-            mappings.append(mapping)
+    mappings, duplicates = first_of_each_name(found, "mapping")
+    problems += duplicates
     return ([] if problems else mappings), problems
 
 

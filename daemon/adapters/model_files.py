@@ -32,6 +32,7 @@ from daemon.adapters.yaml_source import (
     Loc,
     YamlSource,
     file_order,
+    first_of_each_name,
     read_yaml_source,
     validation_problems,
 )
@@ -270,19 +271,14 @@ def load_models(
     paths: Iterable[Path], max_window: float = float("inf")
 ) -> tuple[list[ModelSpec], list[ConfigProblem]]:
     """Every spec in `paths` (files or folders), names unique across all of them."""
-    specs: list[ModelSpec] = []
+    found: list[ModelSpec] = []
     problems: list[ConfigProblem] = []
-    seen: dict[str, str] = {}
     for path in model_paths(paths):
-        found, file_problems = read_model_file(path, max_window)
+        specs, file_problems = read_model_file(path, max_window)
+        found += specs
         problems += file_problems
-        for spec in found:
-            if spec.name in seen:
-                message = f"duplicate model name {spec.name!r} (first at {seen[spec.name]})"
-                problems.append(ConfigProblem("name", message, spec.source))
-                continue
-            seen[spec.name] = spec.source
-            specs.append(spec)
+    specs, duplicates = first_of_each_name(found, "model")
+    problems += duplicates
     return ([] if problems else specs), problems
 
 

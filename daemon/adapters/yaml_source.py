@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
@@ -132,3 +132,31 @@ def validation_problems(
 def file_order(problem: ConfigProblem) -> tuple[int, ...]:
     """Sort key: file order of `file:line:col` sources."""
     return tuple(int(part) for part in problem.source.rsplit(":", 2)[1:] if part.isdigit())
+
+
+class Named(Protocol):
+    """Something an operator's file names, and where (`file:line:col`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+def first_of_each_name(items: list[N], what: str) -> tuple[list[N], list[ConfigProblem]]:
+    """Keep the first item of each name; each later one is a problem naming the first."""
+    kept: list[N] = []
+    problems: list[ConfigProblem] = []
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.name in seen:
+            message = f"duplicate {what} name {item.name!r} (first at {seen[item.name]})"
+            problems.append(ConfigProblem("name", message, item.source))
+            continue
+        seen[item.name] = item.source
+        kept.append(item)
+    return kept, problems
