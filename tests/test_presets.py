@@ -822,8 +822,8 @@ SAMPLES: list[tuple[str, str, object]] = [
 ]
 
 
-def _taken_by(mappings: MappingSet, topic: str) -> str | None:
-    found = mappings.route(topic)
+def _taken_by(mappings: MappingSet, topic: str, payload: object) -> str | None:
+    found = mappings.route(topic, _bytes(payload))
     return None if found is None else found[0].mapping
 
 
@@ -836,8 +836,8 @@ def test_each_message_is_taken_by_its_own_preset_in_any_order(
     alone = Ingress(mappings=_load(preset))
     forward = _load(*ALL)
     backward = _load(*reversed(ALL))
-    assert _taken_by(forward, topic) == preset
-    assert _taken_by(backward, topic) == preset
+    assert _taken_by(forward, topic, payload) == preset
+    assert _taken_by(backward, topic, payload) == preset
     expected = alone.classify(topic, _bytes(payload), NOW)
     assert not any(isinstance(m, Rejected) for m in expected), expected
     for mappings in (forward, backward):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 
 from daemon.actions.work import Work, iso
-from daemon.core.mappings import DeviceMapping, MappingSet, render_command
+from daemon.core.mappings import CommandTemplate, MappingSet, render_command
 from daemon.core.messages import Origin
 from daemon.core.remediation import SendCommand
 from daemon.core.sparkplug import command_message
@@ -29,6 +30,16 @@ SPARKPLUG = "sparkplug"
 NOTICES = "frontline/notices"
 TICKETS = "frontline/tickets"
 ALERTS = "frontline/alerts"
+
+
+@dataclass(frozen=True, slots=True)
+class _Way:
+    """How commands reach a device that is not on the native topics."""
+
+    name: str  # the mapping's name, or `sparkplug`
+    origin: Origin
+    commands: CommandTemplate | None  # None: a Sparkplug metric write
+    replies: bool
 
 
 class CommandRouter:
@@ -45,57 +56,47 @@ class CommandRouter:
         self._twins = twins
         self._mappings = mappings
 
-    def _target(self, device: str) -> tuple[Origin, DeviceMapping] | None:
-        if self._twins is None or self._mappings is None:
-            return None
-        twin = self._twins.get(device)
-        if twin is None or twin.origin is None:
-            return None
-        mapping = self._mappings.mapping(twin.origin.mapping)
-        if mapping is None or mapping.commands is None:
-            return None
-        return twin.origin, mapping
-
-    def _sparkplug(self, device: str) -> Origin | None:
+    def _way(self, device: str) -> _Way | None:
+        """How commands reach `device`: a mapping with `commands`, Sparkplug B, else None."""
         twin = self._twins.get(device) if self._twins is not None else None
         origin = twin.origin if twin is not None else None
-        return origin if origin is not None and origin.mapping == SPARKPLUG else None
+        if origin is None:
+            return None
+        if origin.mapping == SPARKPLUG:
+            # A write is answered by the metric's new value, not by a reply.
+            return _Way(SPARKPLUG, origin, None, replies=False)
+        mapping = self._mappings.mapping(origin.mapping) if self._mappings is not None else None
+        if mapping is None or mapping.commands is None:
+            return None
+        return _Way(mapping.name, origin, mapping.commands, mapping.replies)
 
     def mapped(self, device: str) -> str | None:
         """The mapping that carries commands to `device`, or None for the native topics."""
-        if self._sparkplug(device) is not None:
-            return SPARKPLUG
-        target = self._target(device)
-        return None if target is None else target[1].name
+        way = self._way(device)
+        return None if way is None else way.name
 
     def unanswered(self, device: str) -> str | None:
         """The mapping of `device` when its commands get no reply (the publication counts)."""
-        if self._sparkplug(device) is not None:
-            return SPARKPLUG  # a write is answered by the metric's new value, not a reply
-        target = self._target(device)
-        return None if target is None or target[1].replies else target[1].name
+        way = self._way(device)
+        return None if way is None or way.replies else way.name
 
     def message(self, command: SendCommand) -> Outgoing:
         """The message that carries `command`; TemplateError if its mapping cannot say it."""
-        sparkplug = self._sparkplug(command.device)
-        if sparkplug is not None:
-            topic, body = command_message(
-                sparkplug, command.method, command.params, time.time_ns() // 1_000_000
+        way = self._way(command.device)
+        if way is not None and way.commands is None:
+            now_ms = time.time_ns() // 1_000_000
+            return Outgoing(*command_message(way.origin, command.method, command.params, now_ms))
+        if way is not None and way.commands is not None:
+            return Outgoing(
+                *render_command(
+                    way.commands,
+                    way.origin,
+                    command.device,
+                    command.command_id,
+                    command.method,
+                    command.params,
+                )
             )
-            return Outgoing(topic, body)
-        target = self._target(command.device)
-        if target is not None:
-            origin, mapping = target
-            assert mapping.commands is not None  # _target checked
-            topic, body = render_command(
-                mapping.commands,
-                origin,
-                command.device,
-                command.command_id,
-                command.method,
-                command.params,
-            )
-            return Outgoing(topic, body)
         payload = {
             "method": command.method,
             "params": dict(command.params),

@@ -52,7 +52,6 @@ class MqttIngest:
     def __init__(self, settings: MqttSettings, ingress: Ingress) -> None:
         self._settings = settings
         self.ingress = ingress
-        self.requests_published = 0
         self._buffer: list[Received] = []
         self._bytes = 0
         self._lock = threading.Lock()
@@ -126,7 +125,6 @@ class MqttIngest:
         for dialect in self.ingress.dialects:
             for topic, body in dialect.take_requests():
                 client.publish(topic, body, qos=0)
-                self.requests_published += 1
 
     def _on_message(self, client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         if not self._accepting:

@@ -50,7 +50,6 @@ SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*|/[^{}]*)\}")
 #: placeholders in a command's payload template: `{method}`, `{params.mode}`, `{device}`
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _NOT_ID = re.compile(r"[^A-Za-z0-9_.:-]+")
-TS_FORMATS = ("auto", "epoch_ms", "epoch_s", "iso8601")
 _UNREAD = object()  # a payload not parsed yet (a route's `when` parses it once)
 
 
@@ -332,21 +331,8 @@ class MappingSet:
                 out.append(topic)
         return out
 
-    def route(self, topic: str) -> tuple[Route, dict[str, str]] | None:
-        for route in self._routes:
-            slots = route.topic.match(topic)
-            if slots is not None:
-                return route, slots
-        return None
-
-    def mapping(self, name: str) -> DeviceMapping | None:
-        return self._by_name.get(name)
-
-    def decode(self, topic: str, payload: bytes, received_ms: int) -> list[Message] | None:
-        """Return what a message on `topic` means, or None when no route matches it.
-
-        The first route whose topic matches, and whose `when` holds, decides.
-        """
+    def route(self, topic: str, payload: bytes) -> tuple[Route, dict[str, str]] | None:
+        """The first route whose topic matches and whose `when` holds, with its segments."""
         document: object = _UNREAD
         for route in self._routes:
             slots = route.topic.match(topic)
@@ -360,11 +346,22 @@ class MappingSet:
                         document = None
                 if not route.when.holds(document):
                     continue
-            try:
-                return decode(route, slots, payload, received_ms, self.limits)
-            except PayloadRejected as rejected:
-                return [rejection(topic, None, rejected, payload)]
+            return route, slots
         return None
+
+    def mapping(self, name: str) -> DeviceMapping | None:
+        return self._by_name.get(name)
+
+    def decode(self, topic: str, payload: bytes, received_ms: int) -> list[Message] | None:
+        """Return what a message on `topic` means, or None when no route takes it."""
+        found = self.route(topic, payload)
+        if found is None:
+            return None
+        route, slots = found
+        try:
+            return decode(route, slots, payload, received_ms, self.limits)
+        except PayloadRejected as rejected:
+            return [rejection(topic, None, rejected, payload)]
 
 
 def decode(
