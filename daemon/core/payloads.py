@@ -210,7 +210,7 @@ class _Builder:
         return None if 0 < len(name) <= MAX_ORIGINAL else "bad_name"
 
     def _store(self, name: str, value: object) -> None:
-        canonical = _CANONICAL_OF.get(name) or canonical_name(name)
+        canonical = canonical_name(name)  # memoised
         seen = self.origin.get(canonical)
         if seen is not None and seen != name:
             self.notes.drop(name, "collision")

@@ -119,7 +119,7 @@ class SparkplugDecoder:
             kind = self._kind(parts, topic)
             if kind is None:
                 return []
-            device = device_id(".".join(parts[1:2] + parts[3:]))
+            device = _device_id(parts[1], parts[3], parts[4] if len(parts) == 5 else None)
             message = self._parse(payload)
         except PayloadRejected as rejected:
             return [rejection(topic, device, rejected, payload)]
@@ -191,7 +191,7 @@ class SparkplugDecoder:
         for name, device in node.devices.items():
             if device.online:
                 origin = _origin(group, node_name, name)
-                out.append(Status(device_id(f"{group}.{node_name}.{name}"), "offline", origin))
+                out.append(Status(_device_id(group, node_name, name), "offline", origin))
             device.born = device.online = False
             device.declared = _Declared()
         return out
@@ -357,6 +357,11 @@ def command_message(
         else:
             raise TemplateError(f"{name}: a Sparkplug write takes a number, boolean or text")
     return topic, message.SerializeToString()
+
+
+def _device_id(group: str, node: str, device: str | None) -> str:
+    """`{group}.{node}` for an edge node, `{group}.{node}.{device}` for its devices."""
+    return device_id(f"{group}.{node}" if device is None else f"{group}.{node}.{device}")
 
 
 def _origin(group: str, node: str, device: str | None) -> Origin:
