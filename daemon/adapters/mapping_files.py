@@ -53,6 +53,7 @@ from daemon.core.mappings import (
     Timestamp,
     TopicTemplate,
     When,
+    word,
 )
 from daemon.core.payloads import DEFAULT_LIMITS, Limits
 from daemon.core.units import UnitError, conversion
@@ -232,8 +233,8 @@ def _route(
         return None, problems
     words = StatusWords(
         raw.status.pointer,
-        tuple(_word(w) for w in raw.status.online),
-        tuple(_word(w) for w in raw.status.offline),
+        tuple(word(w) for w in raw.status.online),
+        tuple(word(w) for w in raw.status.offline),
         raw.status.set,
     )
     route = Route(
@@ -253,7 +254,7 @@ def _route(
         ),
         when=None
         if raw.when is None
-        else When(raw.when.pointer, tuple(_word(w) for w in raw.when.values)),
+        else When(raw.when.pointer, tuple(word(w) for w in raw.when.values)),
         offline_values=tuple(raw.offline_values),
         keep=tuple(raw.keep),
         drop=tuple(raw.drop),
@@ -266,7 +267,7 @@ def _route(
         reply=ReplySpec(
             raw.reply.id,
             raw.reply.ok.pointer if raw.reply.ok else None,
-            tuple(_word(w) for w in raw.reply.ok.values) if raw.reply.ok else ("true",),
+            tuple(word(w) for w in raw.reply.ok.values) if raw.reply.ok else ("true",),
             raw.reply.error,
             raw.reply.message,
         ),
@@ -292,12 +293,6 @@ def _check_convert(raw: _Route, loc: Loc, source: YamlSource) -> list[ConfigProb
         except UnitError as exc:
             problems.append(source.problem(at, f"convert: {exc}"))
     return problems
-
-
-def _word(value: str | int | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _commands(

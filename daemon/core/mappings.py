@@ -225,7 +225,7 @@ class When:
             return False
         if not self.values:
             return True
-        return not isinstance(value, dict | list) and _word(value) in self.values
+        return not isinstance(value, dict | list) and word(value) in self.values
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,8 +444,9 @@ def _named_by_payload(template: str, document: object) -> str | None:
     return None
 
 
-def _word(value: object) -> str:
-    """A payload value as the text a mapping's word lists hold (`true`, `5`, `online`)."""
+def word(value: object) -> str:
+    """A value as the text a mapping's word lists hold (`true`, `5`, `online`): the payload's
+    values and the file's words are both made text by this, so that they compare."""
     return orjson.dumps(value).decode() if isinstance(value, bool) else str(value)
 
 
@@ -455,7 +456,7 @@ def _status(words: StatusWords, document: object) -> str | None:
     value = document if words.pointer is None else pointer(document, words.pointer)
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace").strip()
-    text = _word(value)
+    text = word(value)
     if value is None or text == "":
         return None
     if text in words.online:
@@ -472,7 +473,7 @@ def _reply(spec: ReplySpec, device: str, document: object, raw: bytes) -> Reply:
     command_id = "" if found is None or isinstance(found, dict | list) else str(found)
     status = "ok"
     if spec.ok is not None:
-        status = "ok" if _word(pointer(document, spec.ok)) in spec.ok_values else "error"
+        status = "ok" if word(pointer(document, spec.ok)) in spec.ok_values else "error"
     failure = pointer(document, spec.error) if spec.error else None
     if failure is not None:
         status = "error"
